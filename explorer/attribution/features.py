@@ -1,0 +1,85 @@
+"""Attribution features: projected, timestep-averaged per-sample gradients, plus the
+gradient-free features (raw pixels, classifier embedding).
+
+    φ(x) = Pᵀ (1/S) Σ_s ∇_θ f(x, t_s, ε_s; θ)
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from .gradients import GradientComputer
+from .projectors import Projector, make_projector
+from .timesteps import TimestepStrategy, seeded_noise
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Everything that determines a gradient feature set (the cache key)."""
+    output_fn: str = "square"
+    strategy: TimestepStrategy = TimestepStrategy()
+    projector: str = "countsketch"
+    k: int = 1024
+    seed: int = 0  # projection and noise seed
+
+    @property
+    def key(self) -> str:
+        return f"{self.output_fn}_{self.strategy.key}_{self.projector}{self.k}_seed{self.seed}"
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["strategy"] = asdict(self.strategy)
+        d["strategy"]["ts"] = list(self.strategy.ts)
+        return d
+
+
+class FeatureComputer:
+    """Projects per-sample gradients of one model for one ``FeatureSpec``."""
+
+    def __init__(self, model: torch.nn.Module, spec: FeatureSpec, device: str = "cpu",
+                 param_names: list[str] | None = None):
+        self.spec = spec
+        self.grads = GradientComputer(model, spec.output_fn, param_names, device)
+        self.projector: Projector = make_projector(spec.projector, self.grads.dim, spec.k, spec.seed, device)
+        self.ts = torch.tensor(spec.strategy.timesteps())
+
+    def noise(self, uids: list[int], shape: tuple) -> torch.Tensor:
+        return seeded_noise(uids, self.ts.tolist(), shape, self.spec.seed)
+
+    def iter_features(self, x: torch.Tensor, uids: list[int]) -> Iterator[tuple[slice, np.ndarray]]:
+        """Yields (rows, φ rows as float32) for images x (N, C, H, W) with noise uids."""
+        eps = self.noise(uids, tuple(x.shape[1:]))
+        for rows, g in self.grads.chunks(x, eps, self.ts):
+            yield rows, self.projector(g).cpu().numpy()
+
+    def __call__(self, x: torch.Tensor, uids: list[int]) -> np.ndarray:
+        out = np.empty((x.shape[0], self.projector.k), np.float32)
+        for rows, phi in self.iter_features(x, uids):
+            out[rows] = phi
+        return out
+
+    def trajectory(self, x0_traj: torch.Tensor, timesteps: torch.Tensor, uid: int) -> np.ndarray:
+        """Journey-TRAK query feature: x0_traj (steps, C, H, W) are the DDIM x̂₀ predictions at
+        ``timesteps``; each is re-noised with fresh seeded noise, gradients averaged, projected."""
+        eps = seeded_noise([uid], timesteps.tolist(), tuple(x0_traj.shape[1:]), self.spec.seed + 1)
+        g = self.grads(x0_traj.unsqueeze(0), eps, timesteps.long())
+        return self.projector(g).cpu().numpy()
+
+
+def pixel_features(x: torch.Tensor) -> np.ndarray:
+    """Raw-pixel feature: the flattened image in [-1, 1]."""
+    return x.reshape(x.shape[0], -1).numpy().astype(np.float32)
+
+
+def embedding_features(embed: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> np.ndarray:
+    """Classifier-embedding feature (offline stand-in for CLIP)."""
+    with torch.no_grad():
+        return torch.cat([embed(x[i:i + 512]) for i in range(0, len(x), 512)]).numpy().astype(np.float32)
+
+
+# uid ranges for seeded noise: training/validation images use their dataset index
+GENERATED_UID = 10_000_000  # + seed
+UPLOAD_UID = 20_000_000

@@ -1,0 +1,72 @@
+"""Timestep strategies and seeded noise.
+
+- ``uniform`` (the paper's): t ∈ {0, T/S, 2T/S, …}, i.e. ``range(0, T, T // S)``.
+- ``random``: S distinct timesteps drawn with a seed (the same for every sample).
+- ``cumulative``: t = 0..S−1.
+- ``list``: an explicit list (a single t is the per-step view).
+Noise ε for (sample uid, t) comes from its own generator, so features never depend on batch size,
+batch order or which other timesteps are used."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+T = 1000
+STRATEGIES = ("uniform", "random", "cumulative", "list")
+
+
+@dataclass(frozen=True)
+class TimestepStrategy:
+    kind: str = "uniform"
+    S: int = 10
+    seed: int = 0
+    ts: tuple[int, ...] = field(default=())
+
+    def __post_init__(self):
+        if self.kind not in STRATEGIES:
+            raise ValueError(f"unknown timestep strategy {self.kind!r}; use one of {STRATEGIES}")
+        if self.kind == "list":
+            if not self.ts or any(not 0 <= t < T for t in self.ts):
+                raise ValueError(f"timestep list must be non-empty with 0 ≤ t < {T}, got {self.ts}")
+        elif not 1 <= self.S <= T:
+            raise ValueError(f"S must be in 1..{T}, got {self.S}")
+
+    @classmethod
+    def single(cls, t: int) -> "TimestepStrategy":
+        return cls("list", 1, 0, (int(t),))
+
+    def timesteps(self) -> list[int]:
+        if self.kind == "uniform":
+            return list(range(0, T, T // self.S))[: self.S]
+        if self.kind == "cumulative":
+            return list(range(self.S))
+        if self.kind == "random":
+            return sorted(np.random.default_rng(self.seed).choice(T, self.S, replace=False).tolist())
+        return list(self.ts)
+
+    @property
+    def key(self) -> str:
+        if self.kind == "list":
+            return "t" + "-".join(map(str, self.ts)) if len(self.ts) <= 4 else f"list{len(self.ts)}_{hash(self.ts) & 0xffff:x}"
+        return f"{self.kind}{self.S}" + (f"_s{self.seed}" if self.kind == "random" else "")
+
+
+def noise_seed(seed: int, uid: int, t: int) -> int:
+    """A 63-bit seed mixing (noise seed, sample uid, timestep) — SplitMix64 style."""
+    z = (seed * 0x9E3779B97F4A7C15 + uid * 0xBF58476D1CE4E5B9 + t * 0x94D049BB133111EB + 0x1234567) & (2**64 - 1)
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & (2**64 - 1)
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & (2**64 - 1)
+    return (z ^ (z >> 31)) >> 1
+
+
+def seeded_noise(uids: list[int], timesteps: list[int], shape: tuple, seed: int = 0) -> torch.Tensor:
+    """ε of shape (len(uids), len(timesteps), *shape); entry (i, s) depends only on (seed, uid_i, t_s)."""
+    out = torch.empty(len(uids), len(timesteps), *shape)
+    g = torch.Generator()
+    for i, u in enumerate(uids):
+        for s, t in enumerate(timesteps):
+            g.manual_seed(noise_seed(seed, int(u), int(t)))
+            out[i, s] = torch.randn(shape, generator=g)
+    return out

@@ -1,0 +1,230 @@
+"""Tiny DDPMs with diffusers: configs, training, DDIM sampling, checkpoint I/O.
+
+Forward process: x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε with T = 1000 and a linear β schedule (1e-4 → 0.02).
+Training minimises L_Simple = (1/d)‖ε − ε_θ(x_t, t)‖² with AdamW, cosine schedule with warm-up and
+gradient clipping at 1.0. Sampling is DDIM with η = 0; sample j starts from noise seeded with j, so
+the same seed always gives the same image from the same weights.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
+from diffusers.models.attention_processor import Attention, AttnProcessor
+
+T = 1000
+
+
+@dataclass
+class UNetConfig:
+    """Keyword arguments of ``diffusers.UNet2DModel``, sized per dataset."""
+
+    sample_size: int = 8
+    in_channels: int = 1
+    out_channels: int = 1
+    block_out_channels: tuple = (16, 32)
+    down_block_types: tuple = ("DownBlock2D", "AttnDownBlock2D")
+    up_block_types: tuple = ("AttnUpBlock2D", "UpBlock2D")
+    layers_per_block: int = 1
+    norm_num_groups: int = 8
+    attention_head_dim: int = 16
+    dropout: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 100
+    batch_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    warmup_fraction: float = 0.1
+    grad_clip: float = 1.0
+    seed: int = 0
+    n_checkpoints: int = 4  # intermediate checkpoints, evenly spaced (TracIn needs them)
+
+
+UNET_CONFIGS = {
+    "digits": UNetConfig(),
+    "shapes": UNetConfig(sample_size=16, in_channels=3, out_channels=3, block_out_channels=(16, 32, 32),
+                         down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
+                         up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D")),
+}
+TRAIN_CONFIGS = {
+    "digits": TrainConfig(epochs=200),
+    "shapes": TrainConfig(epochs=80),
+}
+
+
+def unet_config_for(channels: int, resolution: int) -> UNetConfig:
+    """A config for a user's image folder: two levels per factor of 8 in resolution."""
+    levels = max(2, min(4, int(math.log2(resolution)) - 2))
+    chans = tuple([32, 64, 64, 128][:levels])
+    return UNetConfig(sample_size=resolution, in_channels=channels, out_channels=channels, block_out_channels=chans,
+                      down_block_types=("DownBlock2D",) * (levels - 1) + ("AttnDownBlock2D",),
+                      up_block_types=("AttnUpBlock2D",) + ("UpBlock2D",) * (levels - 1))
+
+
+def make_unet(cfg: UNetConfig, seed: int = 0) -> UNet2DModel:
+    torch.manual_seed(seed)
+    kwargs = asdict(cfg)
+    model = UNet2DModel(**kwargs)
+    set_vmap_attention(model)
+    return model
+
+
+def set_vmap_attention(model: UNet2DModel) -> UNet2DModel:
+    """Plain (non-fused) attention on every module: ``torch.func.vmap`` has no CPU batching rule
+    for fused scaled-dot-product attention."""
+    for module in model.modules():
+        if isinstance(module, Attention):
+            module.set_processor(AttnProcessor())
+    return model
+
+
+def make_scheduler() -> DDPMScheduler:
+    return DDPMScheduler(num_train_timesteps=T, beta_schedule="linear", beta_start=1e-4, beta_end=0.02)
+
+
+def alphas_cumprod() -> torch.Tensor:
+    return make_scheduler().alphas_cumprod.clone()
+
+
+def add_noise(x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor, abar: torch.Tensor) -> torch.Tensor:
+    """x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε (t broadcast over the leading dimension)."""
+    a = abar.to(x0.device)[t].view(-1, *([1] * (x0.dim() - 1)))
+    return a.sqrt() * x0 + (1 - a).sqrt() * eps
+
+
+def lr_lambda(total_steps: int, warmup_fraction: float) -> Callable[[int], float]:
+    warm = max(1, int(total_steps * warmup_fraction))
+
+    def f(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total_steps - warm))))
+
+    return f
+
+
+def train(model: UNet2DModel, x: torch.Tensor, cfg: TrainConfig, device: str = "cpu",
+          on_checkpoint: Callable[[int, UNet2DModel], None] | None = None, progress: bool = False) -> list[float]:
+    """Train ``model`` on images ``x`` (N, C, H, W) in [-1, 1] with L_Simple; returns per-epoch mean
+    losses. Shuffling, timesteps and noise come from one generator seeded with ``cfg.seed``, so the
+    same seed gives identical weights on CPU. ``on_checkpoint(epoch, model)`` is called at
+    ``cfg.n_checkpoints`` evenly spaced epochs (the last one is the final model)."""
+    from tqdm.auto import tqdm
+
+    model.to(device).train()
+    gen = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)  # dropout
+    abar = alphas_cumprod().to(device)
+    n = x.shape[0]
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.epochs * steps_per_epoch, cfg.warmup_fraction))
+    ckpt_epochs = {round(cfg.epochs * (i + 1) / cfg.n_checkpoints) for i in range(cfg.n_checkpoints)} if cfg.n_checkpoints else set()
+    losses = []
+    for epoch in tqdm(range(1, cfg.epochs + 1), disable=not progress, desc="train"):
+        perm = torch.randperm(n, generator=gen)
+        total = 0.0
+        for s in range(steps_per_epoch):
+            idx = perm[s * cfg.batch_size:(s + 1) * cfg.batch_size]
+            x0 = x[idx].to(device)
+            t = torch.randint(0, T, (len(idx),), generator=gen).to(device)
+            eps = torch.randn(x0.shape, generator=gen).to(device)
+            pred = model(add_noise(x0, eps, t, abar), t).sample
+            loss = torch.nn.functional.mse_loss(pred, eps)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            sched.step()
+            total += loss.item() * len(idx)
+        losses.append(total / n)
+        if epoch in ckpt_epochs and on_checkpoint is not None:
+            on_checkpoint(epoch, model)
+    model.eval()
+    return losses
+
+
+def initial_noise(seeds: list[int], shape: tuple) -> torch.Tensor:
+    """Sample j's initial noise x_T comes from a generator seeded with ``seeds[j]``."""
+    return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+
+
+@torch.no_grad()
+def ddim_sample(model: UNet2DModel, seeds: list[int], steps: int = 50, device: str = "cpu",
+                return_trajectory: bool = False, batch_size: int = 256):
+    """Deterministic DDIM (η = 0). Returns images (N, C, H, W) clamped to [-1, 1]; with
+    ``return_trajectory`` also the timesteps and the x̂₀ predictions at every step (steps, N, C, H, W)."""
+    model.eval().to(device)
+    cfg = model.config
+    x = initial_noise(seeds, (cfg.in_channels, cfg.sample_size, cfg.sample_size)).to(device)
+    sched = DDIMScheduler(num_train_timesteps=T, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
+                          clip_sample=True, set_alpha_to_one=True)
+    sched.set_timesteps(steps)
+    x0_traj = []
+    for t in sched.timesteps:
+        eps = torch.cat([model(x[i:i + batch_size], t).sample for i in range(0, len(x), batch_size)])
+        out = sched.step(eps, t, x, eta=0.0)
+        x = out.prev_sample
+        if return_trajectory:
+            x0_traj.append(out.pred_original_sample.clamp(-1, 1).cpu())
+    x = x.clamp(-1, 1).cpu()
+    if return_trajectory:
+        return x, sched.timesteps.clone(), torch.stack(x0_traj)
+    return x
+
+
+class CheckpointError(FileNotFoundError):
+    """A model checkpoint is missing or unreadable; the message names the fix."""
+
+
+def save_model(model: UNet2DModel, folder: str) -> None:
+    """``save_pretrained`` (safetensors + config.json) into a temp folder, then an atomic rename."""
+    tmp = folder.rstrip("/") + ".tmp"
+    if os.path.exists(tmp):
+        import shutil
+        shutil.rmtree(tmp)
+    model.save_pretrained(tmp, safe_serialization=True)
+    if os.path.exists(folder):
+        import shutil
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
+
+
+def load_model(folder: str, device: str = "cpu") -> UNet2DModel:
+    """``from_pretrained(local_files_only=True)`` with attention set for vmap."""
+    if not os.path.isfile(os.path.join(folder, "config.json")):
+        raise CheckpointError(f"no model checkpoint at {folder!r} (config.json missing). "
+                              f"Train one with `python -m precompute train --dataset <name>`.")
+    try:
+        model = UNet2DModel.from_pretrained(folder, local_files_only=True, low_cpu_mem_usage=False)
+    except Exception as e:  # diffusers raises several types for corrupt files
+        raise CheckpointError(f"checkpoint at {folder!r} could not be loaded ({type(e).__name__}: {e}). "
+                              f"Retrain it with `python -m precompute train`.") from e
+    return set_vmap_attention(model).to(device).eval()
+
+
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, p in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(p.detach().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def write_json(path: str, obj) -> None:
+    """Atomic JSON write (temp file, then rename)."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1)
+    os.replace(tmp, path)

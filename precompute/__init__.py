@@ -1,0 +1,1 @@
+"""Offline jobs: ``python -m precompute train|features|lds|counterfactual|all --dataset D``."""

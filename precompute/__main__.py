@@ -1,0 +1,46 @@
+"""``python -m precompute <stage> --dataset D``: stages train, features, lds, counterfactual, all."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m precompute", description=__doc__)
+    p.add_argument("stage", choices=["train", "features", "lds", "counterfactual", "all"])
+    p.add_argument("--dataset", required=True, help="digits, shapes, or a path to an image folder")
+    p.add_argument("--epochs", type=int, default=None, help="override the dataset's training epochs")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    p.add_argument("--method", action="append", default=None, help="feature sets to build (repeatable)")
+    p.add_argument("--engine", default="local", choices=["local", "ray"])
+    p.add_argument("--address", default=None, help="Ray cluster address (with --engine ray)")
+    p.add_argument("--subsets", type=int, default=None, help="number of LDS subsets")
+    p.add_argument("--until", default=None, choices=["retrain"], help="lds: stop after retraining + ground truth")
+    args = p.parse_args(argv)
+    stages = ["train", "features", "lds", "counterfactual"] if args.stage == "all" else [args.stage]
+    for stage in stages:
+        if stage == "train":
+            from . import train
+            train.run(args.dataset, epochs=args.epochs, seed=args.seed, device=args.device)
+        elif stage == "features":
+            from . import features
+            features.run(args.dataset, methods=args.method, device=args.device)
+        else:
+            from . import evaluate
+            kw = {"until": args.until} if stage == "lds" else {}
+            getattr(evaluate, "run_" + stage)(args.dataset, device=args.device, engine=args.engine,
+                                              address=args.address, n_subsets=args.subsets, **kw)
+    return 0
+
+
+def _cuda() -> bool:
+    import torch
+    return torch.cuda.is_available()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from explorer.data import ImageError, load_digits, load_image_folder, load_shapes, open_image, to_model_tensor
+
+
+def test_digits_split_is_deterministic_stratified_and_in_range():
+    a, b = load_digits(), load_digits()
+    assert a.x.shape == (1797, 1, 8, 8) and a.x.min() >= -1 and a.x.max() <= 1
+    assert np.array_equal(a.train_idx, b.train_idx) and np.array_equal(a.val_idx, b.val_idx)
+    assert not set(a.train_idx) & set(a.val_idx) and len(a.train_idx) + len(a.val_idx) == 1797
+    assert 0.14 < len(a.val_idx) / 1797 < 0.2
+    val_share = np.bincount(a.labels[a.val_idx].numpy(), minlength=10) / np.bincount(a.labels.numpy())
+    assert val_share.min() > 0.12 and val_share.max() < 0.18  # every class ~15 %
+
+
+def test_shapes_rgb_with_planted_duplicates_in_training():
+    ds = load_shapes()
+    assert ds.x.shape[1:] == (3, 16, 16) and len(ds.classes) == 4
+    train = set(ds.train_idx.tolist())
+    for a, b in ds.meta["duplicates"]:
+        assert a in train and b in train
+        assert (ds.x[a] - ds.x[b]).abs().mean() < 0.05
+        assert ds.labels[a] == ds.labels[b]
+    assert torch.equal(load_shapes().x, ds.x)
+
+
+def test_image_folder_converts_modes_and_skips_non_images(tmp_path):
+    for cls in ("cats", "dogs"):
+        (tmp_path / cls).mkdir()
+    Image.new("RGB", (40, 30), (255, 0, 0)).save(tmp_path / "cats" / "a.png")
+    Image.new("L", (10, 10), 255).save(tmp_path / "cats" / "b.png")
+    Image.new("RGBA", (12, 12), (0, 0, 255, 0)).save(tmp_path / "dogs" / "c.png")  # transparent → black
+    Image.new("RGB", (8, 8), (0, 255, 0)).save(tmp_path / "dogs" / "d.jpg")
+    (tmp_path / "dogs" / "notes.txt").write_text("not an image")
+    ds = load_image_folder(str(tmp_path), resolution=16, channels=3, val_fraction=0.5)
+    assert ds.x.shape == (4, 3, 16, 16) and ds.classes == ["cats", "dogs"]
+    assert ds.labels.tolist() == [0, 0, 1, 1]
+    assert torch.allclose(ds.x[0, 0], torch.ones(16, 16)) and torch.allclose(ds.x[0, 1], -torch.ones(16, 16))
+    assert torch.allclose(ds.x[1], torch.ones(3, 16, 16))  # grayscale white → RGB white
+    assert torch.allclose(ds.x[2], -torch.ones(3, 16, 16))
+
+
+def test_image_folder_names_the_corrupt_file(tmp_path):
+    Image.new("RGB", (8, 8)).save(tmp_path / "ok.png")
+    data = (tmp_path / "ok.png").read_bytes()
+    (tmp_path / "broken.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageError, match="broken.png"):
+        load_image_folder(str(tmp_path), resolution=8)
+
+
+def test_open_image_refuses_bombs_and_non_images(tmp_path):
+    p = tmp_path / "x.txt"
+    p.write_text("hello")
+    with pytest.raises(ImageError, match="not a readable image"):
+        open_image(str(p))
+    big = tmp_path / "big.png"
+    Image.new("L", (3000, 3000)).save(big)
+    with pytest.raises(ImageError, match="limit"):
+        open_image(str(big), max_pixels=1_000_000)
+
+
+def test_sixteen_bit_grayscale_is_scaled():
+    img = Image.fromarray(np.full((4, 4), 65535, dtype=np.uint16))
+    assert torch.allclose(to_model_tensor(img, 1, 8), torch.ones(1, 8, 8))
