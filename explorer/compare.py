@@ -1,0 +1,20 @@
+"""Comparing two attributions of the same query (pure math)."""
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import spearmanr
+
+
+def overlap_at_k(a: np.ndarray, b: np.ndarray, k: int) -> float:
+    """|top-k(a) ∩ top-k(b)| / k for two score vectors over the training set."""
+    ta, tb = np.argsort(-a, kind="stable")[:k], np.argsort(-b, kind="stable")[:k]
+    return len(set(ta.tolist()) & set(tb.tolist())) / k
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    return float(spearmanr(a, b).statistic)
+
+
+def class_mix(labels: np.ndarray, indices: np.ndarray, n_classes: int) -> np.ndarray:
+    """Counts of each class among the given training indices."""
+    return np.bincount(labels[indices], minlength=n_classes)

@@ -1,0 +1,37 @@
+"""Plotly figures for the explorer (no computation beyond laying out given numbers)."""
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+
+
+def _layout(fig: go.Figure, title: str, height: int = 280) -> go.Figure:
+    fig.update_layout(title=title, height=height, margin=dict(l=40, r=10, t=40, b=40), template="plotly_white")
+    return fig
+
+
+def score_histogram(scores: np.ndarray, title: str = "Scores over the training set") -> go.Figure:
+    return _layout(go.Figure(go.Histogram(x=scores, nbinsx=60, marker_color="#4c78a8")), title)
+
+
+def class_mix(counts: np.ndarray, classes: list[str], title: str) -> go.Figure:
+    return _layout(go.Figure(go.Bar(x=classes, y=counts, marker_color="#f58518")), title)
+
+
+def lds_bars(rows: list[dict], split: str) -> go.Figure:
+    """LDS (%) per method × S with the bootstrap 95 % interval as error bars."""
+    fig = go.Figure()
+    for S in sorted({r["S"] for r in rows if r["split"] == split}, key=lambda s: (s is None, s or 0)):
+        sel = [r for r in rows if r["split"] == split and r["S"] == S]
+        fig.add_bar(name="no timesteps" if S is None else f"S = {S}", x=[r["method"] for r in sel],
+                    y=[100 * r["lds"] for r in sel],
+                    error_y=dict(type="data", symmetric=False, array=[100 * (r["ci"][1] - r["lds"]) for r in sel],
+                                 arrayminus=[100 * (r["lds"] - r["ci"][0]) for r in sel]))
+    fig.update_layout(barmode="group", yaxis_title="LDS (%)")
+    return _layout(fig, f"LDS on {split} queries (λ tuned on half the subsets, reported on the other half)", 380)
+
+
+def lds_scatter(pred: np.ndarray, actual: np.ndarray, rho: float, title: str) -> go.Figure:
+    fig = go.Figure(go.Scatter(x=pred, y=actual, mode="markers", marker=dict(size=7, color="#54a24b")))
+    fig.update_layout(xaxis_title="predicted Σ −score over the subset", yaxis_title="measured L_Simple of the subset model")
+    return _layout(fig, f"{title} — Spearman ρ = {rho:.3f}", 340)
