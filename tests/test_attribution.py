@@ -1,0 +1,133 @@
+import numpy as np
+import pytest
+import torch
+
+from explorer.attribution.features import FeatureComputer, FeatureSpec
+from explorer.attribution.gradients import GradientComputer, loop_gradients
+from explorer.attribution.kernel import Kernel, blockwise_topk, direct_scores
+from explorer.attribution.methods import METHODS, score_one
+from explorer.attribution.outputs import OUTPUT_FUNCTIONS
+from explorer.attribution.projectors import CountSketchProjector, GaussianProjector
+from explorer.attribution.timesteps import TimestepStrategy, seeded_noise
+
+
+def test_timestep_strategies():
+    assert TimestepStrategy("uniform", 10).timesteps() == list(range(0, 1000, 100))
+    assert TimestepStrategy("cumulative", 3).timesteps() == [0, 1, 2]
+    r = TimestepStrategy("random", 5, seed=1).timesteps()
+    assert r == TimestepStrategy("random", 5, seed=1).timesteps() and len(set(r)) == 5
+    with pytest.raises(ValueError, match="S must be"):
+        TimestepStrategy("uniform", 0)
+
+
+def test_noise_depends_only_on_sample_and_timestep():
+    a = seeded_noise([5, 9], [0, 100, 200], (1, 4, 4))
+    b = seeded_noise([9], [200, 100], (1, 4, 4))
+    assert torch.equal(a[1, 2], b[0, 0]) and torch.equal(a[1, 1], b[0, 1])
+    assert not torch.equal(a[0, 0], a[1, 0])
+
+
+@pytest.mark.parametrize("fn", sorted(OUTPUT_FUNCTIONS))
+def test_vmap_gradients_match_loop(tiny_unet, fn):
+    x = torch.rand(3, 1, 8, 8) * 2 - 1
+    ts = torch.tensor([0, 300, 900])
+    eps = seeded_noise([0, 1, 2], ts.tolist(), (1, 8, 8))
+    g = GradientComputer(tiny_unet, fn)(x, eps, ts)
+    assert torch.allclose(g, loop_gradients(tiny_unet, fn, x, eps, ts), atol=1e-5, rtol=1e-4)
+
+
+def test_gradient_subset_of_parameters(tiny_unet):
+    names = [n for n, _ in tiny_unet.named_parameters()][-2:]
+    gc = GradientComputer(tiny_unet, "square", names)
+    assert gc.dim == sum(dict(tiny_unet.named_parameters())[n].numel() for n in names)
+    ts = torch.tensor([10])
+    full = GradientComputer(tiny_unet, "square")(torch.zeros(1, 1, 8, 8), torch.ones(1, 1, 1, 8, 8), ts)
+    assert torch.allclose(gc(torch.zeros(1, 1, 8, 8), torch.ones(1, 1, 1, 8, 8), ts), full[:, -gc.dim:])
+
+
+@pytest.mark.parametrize("cls", [GaussianProjector, CountSketchProjector])
+def test_projectors_preserve_inner_products_within_jl_bounds(cls):
+    torch.manual_seed(0)
+    p = 5000
+    a = torch.randn(20, p)
+    exact = a @ a.T
+    norms = a.norm(dim=1)
+    errs = {}
+    for k in (256, 2048):
+        proj = cls(p, k, seed=3)
+        pa = proj(a)
+        assert torch.equal(pa, cls(p, k, seed=3)(a))  # same seed → same projection
+        rel = ((pa @ pa.T - exact) / (norms[:, None] * norms[None, :])).abs()
+        errs[k] = rel.max().item()
+        assert errs[k] < 6 / k ** 0.5  # JL: error ~ O(1/√k)
+    assert errs[2048] < errs[256]
+
+
+def test_kernel_matches_dense_solve_on_unprojected_gradients(tiny_unet):
+    """Exact check on a tiny model with raw gradients (k = p > n: the dual branch)."""
+    spec = FeatureSpec("square", TimestepStrategy("uniform", 2), "identity", 0)
+    names = [n for n, _ in tiny_unet.named_parameters()][-6:]  # a few hundred raw gradient entries
+    fc = FeatureComputer(tiny_unet, spec, param_names=names)
+    x = torch.rand(6, 1, 8, 8) * 2 - 1
+    phi = fc(x[:5], list(range(5))).astype(np.float64)
+    q = fc(x[5:], [99]).astype(np.float64)
+    kern = Kernel(phi)
+    assert kern.dual
+    for lam in (1e-3, 1e-1, 10.0):  # one eigendecomposition, every λ
+        assert np.allclose(kern.scores(q, lam), direct_scores(phi, q, lam), rtol=1e-6, atol=1e-9)
+
+
+def test_primal_kernel_and_relative_influence_match_direct():
+    rng = np.random.default_rng(0)
+    phi, q = rng.normal(size=(40, 8)), rng.normal(size=(3, 8))
+    kern = Kernel(phi)
+    assert not kern.dual
+    for lam in (0.1, 1.0, 100.0):
+        assert np.allclose(kern.scores(q, lam), direct_scores(phi, q, lam))
+        inv = np.linalg.solve(phi.T @ phi + lam * np.eye(8), phi.T).T
+        assert np.allclose(kern.inverse_norms(lam), np.linalg.norm(inv, axis=1))
+        rel = score_one("relative", phi, q, lam)
+        assert np.allclose(rel, direct_scores(phi, q, lam) / np.linalg.norm(inv, axis=1))
+    # dual branch norms
+    wide = rng.normal(size=(5, 30))
+    inv = np.linalg.solve(wide.T @ wide + 0.5 * np.eye(30), wide.T).T
+    assert np.allclose(Kernel(wide).inverse_norms(0.5), np.linalg.norm(inv, axis=1))
+
+
+def test_blockwise_topk_equals_full_sort():
+    rng = np.random.default_rng(1)
+    s = rng.normal(size=(37, 500))
+    top = blockwise_topk(lambda rows: s[rows], 37, 7, block=5)
+    order = np.argsort(-s, axis=1)
+    assert np.array_equal(top.proponents, order[:, :7])
+    assert np.array_equal(top.opponents, np.argsort(s, axis=1)[:, :7])
+    assert np.allclose(top.proponent_scores, np.take_along_axis(s, order[:, :7], 1))
+
+
+def test_features_are_deterministic_and_batch_independent(tiny_unet):
+    spec = FeatureSpec("simple", TimestepStrategy("uniform", 3), "countsketch", 64, seed=5)
+    x = torch.rand(4, 1, 8, 8) * 2 - 1
+    a = FeatureComputer(tiny_unet, spec)(x, [10, 11, 12, 13])
+    b = FeatureComputer(tiny_unet, spec)(x[2:], [12, 13])
+    assert np.array_equal(a, FeatureComputer(tiny_unet, spec)(x, [10, 11, 12, 13]))
+    assert np.allclose(a[2:], b, atol=1e-6)
+
+
+def test_training_images_rank_themselves_first_under_dtrak(digits_engine):
+    eng = digits_engine
+    rng = np.random.default_rng(0)
+    idx = rng.choice(len(eng.data.train_idx), 50, replace=False)
+    s = eng.scores([eng.query_train(int(i)) for i in idx], "dtrak", TimestepStrategy("uniform", 10))
+    first = np.argmax(s, axis=1)
+    assert (first == idx).mean() >= 0.9
+
+
+def test_every_method_runs_end_to_end(digits_engine, tmp_path):
+    from explorer.engine import Engine
+    eng = Engine("digits", cache_dir=str(tmp_path))  # S = 1 features built into a temporary cache
+    q = eng.query_generated(1, steps=10)
+    for name, m in METHODS.items():
+        res = eng.attribute(q, name, TimestepStrategy("uniform", 1), topk=5)
+        assert res.scores.shape == (len(eng.data.train_idx),) and np.isfinite(res.scores).all(), name
+        assert np.all(np.diff(res.top.proponent_scores[0]) <= 0), name
+        assert res.top.proponent_scores[0][0] == res.scores.max()

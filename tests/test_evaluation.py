@@ -1,0 +1,99 @@
+import os
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import spearmanr
+
+from explorer.evaluation import counterfactual as cf
+from explorer.evaluation.lds import bootstrap_interval, evaluate, lds, make_subsets, masks_from_subsets
+
+
+def _datamodel(n=200, m=64, q=20, seed=0):
+    """outputs = masks @ w + small noise, with true attributions −w (score = −effect)."""
+    rng = np.random.default_rng(seed)
+    masks = masks_from_subsets(make_subsets(n, m, seed=seed), n)
+    w = rng.normal(size=(q, n))
+    outputs = masks @ w.T + 0.1 * rng.normal(size=(m, q))
+    return masks, -w, outputs, rng
+
+
+def test_lds_is_one_for_the_truth_and_zero_for_noise():
+    masks, truth, outputs, rng = _datamodel()
+    assert lds(truth, masks, outputs).mean() > 0.95
+    assert abs(lds(rng.normal(size=truth.shape), masks, outputs).mean()) < 0.1
+
+
+def test_lds_equals_direct_spearman():
+    masks, truth, outputs, rng = _datamodel()
+    noisy = truth + 3 * rng.normal(size=truth.shape)
+    pred = masks @ (-noisy).T
+    direct = [spearmanr(pred[:, j], outputs[:, j]).statistic for j in range(outputs.shape[1])]
+    assert np.allclose(lds(noisy, masks, outputs), direct)
+
+
+def test_bootstrap_contains_estimate_and_narrows_with_more_subsets():
+    masks, truth, outputs, rng = _datamodel(m=256)
+    noisy = truth + 4 * rng.normal(size=truth.shape)
+    widths = []
+    for m in (32, 256):
+        lo, hi = bootstrap_interval(noisy, masks[:m], outputs[:m], n_boot=200)
+        assert lo <= lds(noisy, masks[:m], outputs[:m]).mean() <= hi
+        widths.append(hi - lo)
+    assert widths[1] < widths[0]
+
+
+def test_lambda_tuning_never_uses_reporting_subsets():
+    masks, truth, outputs, rng = _datamodel()
+    tune, report = np.arange(32), np.arange(32, 64)
+
+    def score_fn(lam):
+        return truth + lam * rng.normal(size=truth.shape) if lam else truth
+
+    rng = np.random.default_rng(5)
+    a = evaluate(lambda l: truth + l * np.random.default_rng(0).normal(size=truth.shape), masks, outputs,
+                 [0.1, 100.0], tune, report, n_boot=10)
+    scrambled = outputs.copy()
+    scrambled[report] = np.random.default_rng(1).normal(size=scrambled[report].shape)  # only reporting rows change
+    b = evaluate(lambda l: truth + l * np.random.default_rng(0).normal(size=truth.shape), masks, scrambled,
+                 [0.1, 100.0], tune, report, n_boot=10)
+    assert a.lam == b.lam == 0.1 and a.mean > 0.9 and b.mean < 0.3
+    with pytest.raises(ValueError, match="overlap"):
+        evaluate(score_fn, masks, outputs, [1.0], np.arange(40), np.arange(30, 64))
+
+
+def test_removal_excludes_exactly_the_chosen_indices():
+    s = np.random.default_rng(0).normal(size=(3, 50))
+    removed = cf.top_proponents(s, 10)
+    assert np.array_equal(removed[0], np.argsort(-s[0])[:10])
+    keep = cf.keep_indices(50, removed[1])
+    assert set(keep) | set(removed[1]) == set(range(50)) and not set(keep) & set(removed[1])
+    r = cf.random_removal(50, 10, 3, seed=4)
+    assert np.array_equal(r, cf.random_removal(50, 10, 3, seed=4)) and len(set(r[0])) == 10
+
+
+def test_retraining_is_deterministic_and_resumes(tmp_path):
+    from explorer.models import ddim_sample, load_model
+    from precompute.evaluate import train_job
+    from precompute.jobs import run_jobs
+    idx = list(range(0, 1528, 3))
+    jobs = [dict(dataset="digits", indices=idx, out_dir=str(tmp_path / name), seed=42, device="cpu", epochs=1)
+            for name in ("a", "b")]
+    run_jobs(train_job, jobs[:1])
+    stamp = os.path.getmtime(tmp_path / "a" / "done.json")
+    run_jobs(train_job, jobs)  # "a" is skipped (resume), "b" is trained
+    assert os.path.getmtime(tmp_path / "a" / "done.json") == stamp
+    imgs = [ddim_sample(load_model(str(tmp_path / n / "model")), [7], steps=10) for n in ("a", "b")]
+    assert torch.equal(imgs[0], imgs[1])  # same data + seed → same regenerated image
+
+
+def test_shipped_lds_results_are_consistent():
+    import json
+    path = os.path.join("assets", "digits", "eval", "lds.json")
+    res = json.load(open(path))
+    rows = {(r["method"], r["S"], r["split"]): r for r in res["rows"]}
+    for (m, S, split), r in rows.items():
+        assert r["ci"][0] <= r["lds"] <= r["ci"][1], (m, S, split)
+        assert abs(np.mean(r["per_query"]) - r["lds"]) < 1e-3
+    assert set(res["config"]["tune_subsets"]).isdisjoint(res["config"]["report_subsets"])
+    assert ("dtrak", 10, "validation") in rows and ("trak", 100, "generated") in rows
