@@ -131,3 +131,13 @@ def test_every_method_runs_end_to_end(digits_engine, tmp_path):
         assert res.scores.shape == (len(eng.data.train_idx),) and np.isfinite(res.scores).all(), name
         assert np.all(np.diff(res.top.proponent_scores[0]) <= 0), name
         assert res.top.proponent_scores[0][0] == res.scores.max()
+
+
+def test_planted_near_duplicate_ranks_in_top5():
+    from explorer.engine import Engine
+    eng = Engine("shapes")
+    pos = {int(d): i for i, d in enumerate(eng.data.train_idx)}
+    pairs = eng.data.meta["duplicates"]
+    s = eng.scores([eng.query_train(pos[a]) for a, _ in pairs], "dtrak", TimestepStrategy("uniform", 10))
+    for row, (_, b) in zip(s, pairs):
+        assert pos[b] in np.argsort(-row)[:5]
