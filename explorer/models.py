@@ -7,13 +7,11 @@ the same seed always gives the same image from the same weights.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Callable
 
-import numpy as np
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 from diffusers.models.attention_processor import Attention, AttnProcessor
@@ -220,11 +218,3 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
         h.update(name.encode())
         h.update(p.detach().cpu().numpy().tobytes())
     return h.hexdigest()[:16]
-
-
-def write_json(path: str, obj) -> None:
-    """Atomic JSON write (temp file, then rename)."""
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp, path)

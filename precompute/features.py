@@ -5,7 +5,6 @@ grid), k = 1024 CountSketch. Methods sharing a feature set (TRAK, relative/renor
 influence, gradient dot/cosine, Journey-TRAK's training side) are built once."""
 from __future__ import annotations
 
-import os
 
 from tqdm.auto import tqdm
 

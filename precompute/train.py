@@ -8,11 +8,12 @@ from dataclasses import asdict, replace
 
 import torch
 
+from explorer.cache import write_json
 from explorer.classifier import ClassifierConfig, save_classifier, train_classifier
 from explorer.data import load_dataset, save_split
 from explorer.images import grid
 from explorer.models import (TRAIN_CONFIGS, UNET_CONFIGS, TrainConfig, ddim_sample, make_unet, save_model, train,
-                             unet_config_for, write_json)
+                             unet_config_for)
 from explorer.paths import AssetPaths
 
 
