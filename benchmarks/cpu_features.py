@@ -1,28 +1,20 @@
 """CPU benchmark of the attribution engine on the shipped digits model (side by side, one run).
 
-    python benchmarks/cpu_features.py --out benchmarks/results/cpu_features.json
+    PYTHONPATH=. python benchmarks/cpu_features.py --out benchmarks/results/cpu_features.json
 - raw per-sample gradients/s (S = 10, L_Square) — the limit;
 - projected features/s at k = 4096 with CountSketch and with the block-generated Gaussian;
 - query latency of an uploaded image attributed with D-TRAK S = 10 against cached features (p50/p95)."""
 import argparse
-import json
 import time
 
 import numpy as np
 import torch
 from PIL import Image
 
+from benchmarks.common import per_second, percentiles, report
 from explorer.attribution.features import FeatureComputer, FeatureSpec
 from explorer.attribution.timesteps import TimestepStrategy
 from explorer.engine import Engine
-
-
-def rate(fn, n, reps=2):
-    fn()
-    t = time.perf_counter()
-    for _ in range(reps):
-        fn()
-    return n * reps / (time.perf_counter() - t)
 
 
 def main():
@@ -37,8 +29,8 @@ def main():
         fc = FeatureComputer(eng.model, FeatureSpec("square", TimestepStrategy("uniform", 10), proj, 4096))
         eps = fc.noise(uids, (1, 8, 8))
         if proj == "countsketch":
-            res["raw_gradients_per_s"] = rate(lambda: [g for _, g in fc.grads.chunks(x, eps, fc.ts)], 256)
-        res[f"{proj}_features_per_s"] = rate(lambda: [fc.projector(g) for _, g in fc.grads.chunks(x, eps, fc.ts)], 256)
+            res["raw_gradients_per_s"] = per_second(lambda: [g for _, g in fc.grads.chunks(x, eps, fc.ts)], 256)
+        res[f"{proj}_features_per_s"] = per_second(lambda: [fc.projector(g) for _, g in fc.grads.chunks(x, eps, fc.ts)], 256)
     res["countsketch_over_raw"] = res["countsketch_features_per_s"] / res["raw_gradients_per_s"]
     res["countsketch_over_gaussian"] = res["countsketch_features_per_s"] / res["gaussian_features_per_s"]
     img = Image.fromarray((np.random.default_rng(0).random((32, 32)) * 255).astype(np.uint8))
@@ -48,10 +40,8 @@ def main():
         t = time.perf_counter()
         eng.attribute(eng.query_upload(img), "dtrak", TimestepStrategy("uniform", 10))
         lat.append(time.perf_counter() - t)
-    res["upload_query_latency_s"] = {"p50": float(np.percentile(lat, 50)), "p95": float(np.percentile(lat, 95))}
-    print(json.dumps(res, indent=1))
-    if args.out:
-        json.dump(res, open(args.out, "w"), indent=1)
+    res["upload_query_latency_s"] = percentiles(lat)
+    report(res, args.out)
 
 
 if __name__ == "__main__":

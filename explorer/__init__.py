@@ -7,4 +7,6 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-ASSETS = os.environ.get("EXPLORER_ASSETS", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets"))
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ASSETS = os.environ.get("EXPLORER_ASSETS", os.path.join(_ROOT, "assets"))  # shipped, read-only at run time
+CACHE = os.environ.get("EXPLORER_CACHE", os.path.join(_ROOT, ".cache"))  # features the app builds on demand

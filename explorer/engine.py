@@ -56,7 +56,7 @@ class Engine:
     seed: int = 0
     device: str = "cpu"
     root: str | None = None
-    cache_dir: str | None = None  # where training features live (default: assets/<dataset>/features)
+    cache_dir: str | None = None  # where missing training features are built (default: paths.runtime_features)
     _kernels: dict = field(default_factory=dict, repr=False)
     _features: dict = field(default_factory=dict, repr=False)
 
@@ -110,17 +110,23 @@ class Engine:
     def _grad_features(self, model_dir: str, spec: FeatureSpec, progress: Progress | None, build: bool) -> np.ndarray:
         model = self._model(model_dir)
         name = os.path.relpath(model_dir, self.paths.base).replace(os.sep, "-")
-        folder = os.path.join(self.cache_dir or self.paths.features, name, spec.key)
+        shipped = os.path.join(self.paths.features, name, spec.key)
+        folder = os.path.join(self.cache_dir or self.paths.runtime_features, name, spec.key)
         key = ("grad", folder)
         if key in self._features:
             return self._features[key]
         expected = {"dataset": self.data.name, "data_sha": self.data_hash, "weights_sha": weights_fingerprint(model),
                     "spec": spec.to_json()}
-        try:
-            arr = cache.load(folder, expected)
-        except cache.CacheError:
+        arr, errors = None, []
+        for candidate in dict.fromkeys([shipped, folder]):  # shipped first, then the on-demand cache
+            try:
+                arr = cache.load(candidate, expected)
+                break
+            except cache.CacheError as e:
+                errors.append(e)
+        if arr is None:
             if not build:
-                raise
+                raise errors[0] if os.path.isdir(shipped) else errors[-1]
             fc = FeatureComputer(model, spec, self.device)
             x, uids = self.data.train_x, [int(i) for i in self.data.train_idx]
             arr = cache.build(folder, expected, len(uids),
@@ -193,6 +199,36 @@ class Engine:
         top = blockwise_topk(lambda rows: s[rows], 1, topk)
         return Attribution(m.name, s[0], top, lam if m.uses_lambda else None,
                            (strategy or TimestepStrategy()).key if m.uses_timesteps else None)
+
+    def benchmark_attribution(self, i: int, method: str, S: int, lam: float | None = None, topk: int = 8
+                              ) -> Attribution | None:
+        """Benchmark query i's attribution as stored by the LDS stage (uniform timesteps, the λ LDS
+        tuned), or None when that result was not computed or ``lam`` asks for another λ. Reading it
+        costs no gradients."""
+        import json
+        m = get_method(method)
+        results, queries = os.path.join(self.paths.eval, "lds.json"), os.path.join(self.paths.eval, "queries.npz")
+        if not (os.path.exists(results) and os.path.exists(queries)):
+            return None
+        split_ids = np.load(queries, allow_pickle=False)["split"]
+        split = "validation" if split_ids[i] == 0 else "generated"
+        S_key = int(S) if m.uses_timesteps else None
+        row = next((r for r in json.load(open(results))["rows"]
+                    if (r["method"], r["S"], r["split"]) == (m.name, S_key, split)), None)
+        path = os.path.join(self.paths.eval, "scores", f"{m.name}_S{S_key}_{split}.npy")
+        if row is None or not os.path.exists(path) or (m.uses_lambda and lam is not None and lam != row["lambda"]):
+            return None
+        col = i - int(np.flatnonzero(split_ids == split_ids[i])[0])
+        s = np.asarray(cache.load_npy(path)[col], np.float64)
+        return Attribution(m.name, s, blockwise_topk(lambda rows: s[None], 1, topk), row["lambda"],
+                           TimestepStrategy("uniform", int(S)).key if m.uses_timesteps else None)
+
+    def topk(self, queries: list[Query], method: str, strategy: TimestepStrategy | None = None,
+             lam: float | None = None, k: int = 8, block: int = 256) -> TopK:
+        """Top-k proponents and opponents of many queries, scored one block of ``block`` queries at
+        a time: memory is bounded by the block and the training features, not by len(queries)."""
+        m = get_method(method)
+        return blockwise_topk(lambda rows: self.scores(queries[rows], m, strategy, lam), len(queries), k, block)
 
     def default_lambda(self, method: Method) -> float:
         """λ chosen by the LDS benchmark when its results exist, else 1."""

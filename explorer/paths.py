@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from . import ASSETS
+from . import ASSETS, CACHE
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,11 @@ class AssetPaths:
     @property
     def features(self) -> str:
         return os.path.join(self.base, "features")
+
+    @property
+    def runtime_features(self) -> str:
+        """Where features missing from the shipped assets are built on demand (``EXPLORER_CACHE``)."""
+        return os.path.join(CACHE, os.path.basename(os.path.normpath(self.dataset)), "features")
 
     @property
     def eval(self) -> str:

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from . import ASSETS, plots
+from .attribution.features import GENERATED_UID
 from .attribution.methods import METHODS, get_method
 from .attribution.outputs import OUTPUT_FUNCTIONS
 from .attribution.timesteps import TimestepStrategy
@@ -50,8 +51,10 @@ def scale_for(dataset: str) -> int:
     return max(1, 96 // engine(dataset).data.resolution)
 
 
-def make_query(dataset: str, source: str, seed: float, steps: float, bench_index: float, upload) -> Query:
-    """A query from the page's inputs; user errors become one clear message."""
+def make_query(dataset: str, source: str, seed: float, steps: float, bench_index: float, upload,
+               trajectory: bool = False) -> Query:
+    """A query from the page's inputs; user errors become one clear message. Generated benchmark
+    queries are read from the benchmark file unless their DDIM ``trajectory`` is needed."""
     eng = engine(dataset)
     if source == "generate":
         return _generated(dataset, int(seed), int(steps))
@@ -63,9 +66,11 @@ def make_query(dataset: str, source: str, seed: float, steps: float, bench_index
         if not 0 <= i < len(bench["x"]):
             raise gr.Error(f"benchmark index must be in 0..{len(bench['x']) - 1}")
         kind = "val" if bench["split"][i] == 0 else "generated"
-        if kind == "generated":
-            return _generated(dataset, int(bench["uid"][i] - 10_000_000), 50)
-        return Query(kind, torch.from_numpy(bench["x"][i].astype(np.float32)), int(bench["uid"][i]))
+        if kind == "generated" and trajectory:
+            return _generated(dataset, int(bench["uid"][i] - GENERATED_UID), 50)
+        label = (f"seed {int(bench['uid'][i] - GENERATED_UID)}" if kind == "generated"
+                 else eng.data.classes[int(eng.data.val_labels[int(bench["val_pos"][i])])])
+        return Query(kind, torch.from_numpy(bench["x"][i].astype(np.float32)), int(bench["uid"][i]), label)
     if upload is None:
         raise gr.Error("no file uploaded: choose a PNG or JPEG image")
     path = upload if isinstance(upload, str) else getattr(upload, "name", upload)
@@ -91,13 +96,18 @@ def _gallery(eng: Engine, idx: np.ndarray, scores: np.ndarray, scale: int) -> li
 
 def _attribute(dataset, source, seed, steps, bench_index, upload, method, strategy, S, lam, k, progress):
     eng = engine(dataset)
-    q = make_query(dataset, source, seed, steps, bench_index, upload)
     m = get_method(method)
+    q = make_query(dataset, source, seed, steps, bench_index, upload, trajectory=m.query == "journey")
     if m.query == "journey" and q.trajectory is None:
         raise gr.Error("Journey-TRAK follows the DDIM trajectory: pick a generated query")
+    if m.uses_lambda and lam is not None and float(lam) <= 0:
+        raise gr.Error("λ must be positive (empty: the λ tuned by LDS)")
+    lam = float(lam) if m.uses_lambda and lam is not None else None
     try:
-        res = eng.attribute(q, method, _strategy(strategy, S), float(lam) if lam else None, int(k),
-                            progress=lambda a, b: progress(a / b, desc=f"building training features {a}/{b}"))
+        res = (eng.benchmark_attribution(int(bench_index), method, S, lam, int(k))
+               if source == "benchmark" and strategy == "uniform" else None)
+        res = res or eng.attribute(q, method, _strategy(strategy, S), lam, int(k),
+                                   progress=lambda a, b: progress(a / b, desc=f"building training features {a}/{b}"))
     except (CacheError, CheckpointError, ValueError) as e:
         raise gr.Error(str(e)) from e
     return eng, q, res
@@ -199,6 +209,29 @@ def _counterfactual(dataset: str):
     return gallery, table
 
 
+def lambda_box(dataset, method):
+    """The λ box shows the λ the LDS benchmark chose for this method (editable), or is disabled."""
+    m = get_method(method)
+    if not m.uses_lambda:
+        return gr.update(value=None, interactive=False, label="λ (not used by this method)")
+    return gr.update(value=engine(dataset).default_lambda(m), interactive=True, label="λ (tuned by LDS; edit to override)")
+
+
+def benchmark_gallery(dataset):
+    """Thumbnails of the benchmark queries (validation images, then generated ones)."""
+    bench = _benchmark(dataset)
+    if bench is None:
+        return []
+    sc = max(1, scale_for(dataset) // 2)
+    return [(to_pil(torch.from_numpy(x.astype(np.float32)), sc), f"#{i} · {'validation' if s == 0 else 'generated'}")
+            for i, (x, s) in enumerate(zip(bench["x"], bench["split"]))]
+
+
+def pick_benchmark(evt: gr.SelectData):
+    """Clicking a benchmark thumbnail makes it the query."""
+    return "benchmark", evt.index
+
+
 def training_image(dataset, evt: gr.SelectData):
     """Clicking a gallery thumbnail shows the training image large with its metadata."""
     caption = evt.value.get("caption", "") if isinstance(evt.value, dict) else ""
@@ -250,11 +283,14 @@ def build(default_dataset: str | None = None) -> gr.Blocks:
             steps = gr.Slider(5, 100, 50, step=1, label="DDIM steps")
             bench_index = gr.Number(0, label="Benchmark query #", precision=0)
         upload = gr.File(label="Upload an image (any size or mode; converted to the model's format)", type="filepath")
+        with gr.Accordion("Benchmark queries (click one to use it)", open=False):
+            bench_gal = gr.Gallery(label="Benchmark queries", columns=20, height=220, allow_preview=False,
+                                   elem_id="benchmark-queries")
         with gr.Row():
             method = gr.Dropdown(METHOD_CHOICES, value="dtrak", label="Method")
             strategy = gr.Dropdown(["uniform", "random", "cumulative"], value="uniform", label="Timesteps")
             S = gr.Dropdown([1, 10, 100, 1000], value=10, label="S (timesteps)")
-            lam = gr.Number(None, label="λ (empty: tuned by LDS)")
+            lam = gr.Number(None, label="λ (tuned by LDS; edit to override)")
             k = gr.Slider(4, 32, 8, step=1, label="top-k")
         with gr.Tabs():
             with gr.Tab("Attribute"):
@@ -304,6 +340,11 @@ def build(default_dataset: str | None = None) -> gr.Blocks:
         ev_btn.click(evaluation, [dataset, method, S, bench_index], [lds_val, lds_gen, scatter, cf_gal, cf_table],
                      api_name="evaluation")
         pro.select(training_image, dataset, [big, big_info], api_name=False)
+        bench_gal.select(pick_benchmark, None, [source, bench_index], api_name=False)
+        for trigger in (demo.load, dataset.change):
+            trigger(benchmark_gallery, dataset, bench_gal, api_name=False)
+        for trigger in (demo.load, method.change, dataset.change):
+            trigger(lambda_box, [dataset, method], lam, api_name=False)
         opp.select(training_image, dataset, [big, big_info], api_name=False)
     demo.queue(default_concurrency_limit=1, max_size=64)
     return demo

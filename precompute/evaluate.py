@@ -145,7 +145,7 @@ def score_lds(dataset: str, cfg: EvalConfig, device: str = "cpu", retrain_s: flo
     """LDS for every (method, S) × split: λ tuned on the first half of the subsets, reported on the second."""
     from explorer.engine import Engine, Query
     paths = AssetPaths(dataset)
-    eng = Engine(dataset, device=device)
+    eng = Engine(dataset, device=device, cache_dir=paths.features)
     q = np.load(os.path.join(paths.eval, "queries.npz"), allow_pickle=False)
     outputs = load_npy(os.path.join(paths.eval, "outputs.npy"), mmap=False).astype(np.float64)
     masks = masks_from_subsets(load_npy(os.path.join(paths.eval, "subsets.npy"), mmap=False), len(eng.data.train_idx))
@@ -210,7 +210,7 @@ def run_counterfactual(dataset: str, device: str = "cpu", engine: str = "local",
     n, k = len(ds.train_idx), int(round(cfg.cf_fraction * len(ds.train_idx)))
     removed_path = os.path.join(paths.eval, "counterfactual_removed.npz")
     if not os.path.exists(removed_path):
-        eng = Engine(dataset, device=device)
+        eng = Engine(dataset, device=device, cache_dir=paths.features)
         seeds = np.sort(np.random.default_rng(cfg.cf_seed).choice(cfg.n_gen, cfg.cf_queries, replace=False))
         qs = [eng.query_generated(int(s)) for s in seeds]
         removed = {"seeds": seeds}

@@ -1,7 +1,9 @@
 import os
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("EXPLORER_CACHE", tempfile.mkdtemp(prefix="explorer-cache-"))  # never write into the repo
 
 import pytest
 import torch
@@ -15,7 +17,12 @@ def digits_engine():
     return Engine("digits")
 
 
+def tiny_unet_config():
+    from explorer.models import UNetConfig
+    return UNetConfig(block_out_channels=(8, 16), norm_num_groups=4, attention_head_dim=8)
+
+
 @pytest.fixture(scope="session")
 def tiny_unet():
-    from explorer.models import UNetConfig, make_unet
-    return make_unet(UNetConfig(block_out_channels=(8, 16), norm_num_groups=4, attention_head_dim=8), seed=0)
+    from explorer.models import make_unet
+    return make_unet(tiny_unet_config(), seed=0)

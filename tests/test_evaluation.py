@@ -97,3 +97,38 @@ def test_shipped_lds_results_are_consistent():
         assert abs(np.mean(r["per_query"]) - r["lds"]) < 1e-3
     assert set(res["config"]["tune_subsets"]).isdisjoint(res["config"]["report_subsets"])
     assert ("dtrak", 10, "validation") in rows and ("trak", 100, "generated") in rows
+
+
+def test_ray_and_local_engines_give_identical_models(tmp_path):
+    """The same two retraining jobs on a local Ray instance (2 CPUs) and in process: same weights."""
+    import ray  # optional for users, installed by requirements-test.txt
+
+    from explorer.models import load_model
+    from precompute.evaluate import train_job
+    from precompute.jobs import run_jobs
+    jobs = {engine: [dict(dataset="digits", indices=list(range(s, 1528, 5)), out_dir=str(tmp_path / engine / str(s)),
+                          seed=s, device="cpu", epochs=1) for s in (0, 1)] for engine in ("local", "ray")}
+    run_jobs(train_job, jobs["local"])
+    try:
+        out = run_jobs(train_job, jobs["ray"], engine="ray", workers=2)
+    finally:
+        ray.shutdown()
+    assert out == [j["out_dir"] for j in jobs["ray"]]
+    for a, b in zip(jobs["local"], jobs["ray"]):
+        wa, wb = (load_model(os.path.join(j["out_dir"], "model")).state_dict() for j in (a, b))
+        assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_stored_benchmark_attribution_matches_a_live_one(digits_engine):
+    """The UI's fast path for benchmark queries reads the LDS stage's scores: they equal a fresh computation."""
+    from explorer.attribution.timesteps import TimestepStrategy
+    from explorer.engine import Query
+    eng = digits_engine
+    stored = eng.benchmark_attribution(3, "dtrak", 10)
+    q = np.load(os.path.join("assets", "digits", "eval", "queries.npz"), allow_pickle=False)
+    live = eng.scores([Query("val", torch.from_numpy(q["x"][3]), int(q["uid"][3]))], "dtrak",
+                      TimestepStrategy("uniform", 10), stored.lam)[0]
+    assert np.abs(stored.scores - live).max() < 2e-3 * np.abs(live).max()
+    assert stored.top.proponents[0][0] == np.argmax(live)
+    assert eng.benchmark_attribution(3, "dtrak", 10, lam=stored.lam * 10) is None  # another λ: computed live
+    assert eng.benchmark_attribution(3, "tracin", 100) is None  # not evaluated

@@ -39,6 +39,30 @@ def test_compare_and_evaluation_in_process():
     assert len(scatter.data[0].x) == 32 and "Spearman ρ" in scatter.layout.title.text
 
 
+def test_timestep_walk_in_process():
+    """At t = 0 the noised query is the query; at t = 999 it is noise; attribution changes along t."""
+    from explorer import ui
+    q = np.asarray(ui.to_pil(ui.make_query("digits", "benchmark", 0, 50, 3, None).x, 12), np.float64)
+    views = {t: ui.timestep_view("digits", "benchmark", 0, 50, 3, None, "dtrak", t, 8, progress=_P()) for t in (0, 999)}
+    diff = {t: np.abs(np.asarray(v[0], np.float64) - q).mean() for t, v in views.items()}
+    assert diff[0] < 5 and diff[999] > 40, diff
+    assert all(v[1].size == (96, 96) and len(v[2]) == 8 for v in views.values())
+    assert [c for _, c in views[0][2]] != [c for _, c in views[999][2]]
+    with pytest.raises(Exception, match="gradient method"):
+        ui.timestep_view("digits", "benchmark", 0, 50, 3, None, "pixel-cos", 10, 8, progress=_P())
+
+
+def test_lambda_box_and_benchmark_gallery():
+    from explorer import ui
+    tuned = ui.lambda_box("digits", "dtrak")
+    assert tuned["interactive"] and tuned["value"] == ui.engine("digits").default_lambda(ui.get_method("dtrak")) > 0
+    assert ui.lambda_box("digits", "pixel-cos")["interactive"] is False
+    gallery = ui.benchmark_gallery("digits")
+    assert len(gallery) == 200 and gallery[0][1] == "#0 · validation" and gallery[-1][1] == "#199 · generated"
+    with pytest.raises(Exception, match="positive"):
+        ui.attribute("digits", "benchmark", 0, 50, 3, None, "dtrak", "uniform", 10, -1, 8, progress=_P())
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -94,6 +118,9 @@ def test_gradio_client_flow_and_bad_inputs(server, tmp_path):
     cmp = c.predict(dataset="digits", source="generate", seed=2, steps=50, bench_index=0, upload=None,
                     method_a="dtrak", method_b="trak", strategy="uniform", S=10, k=8, api_name="/compare")
     assert "overlap@8" in cmp[2]
+    xt, x0, gal = c.predict(dataset="digits", source="generate", seed=2, steps=50, bench_index=0, upload=None,
+                            method="dtrak", t=300, k=8, api_name="/timestep")
+    assert len(gal) == 8 and os.path.exists(xt) and os.path.exists(x0)
     paths = _images(tmp_path)
     for name in ("rgba", "16bit"):
         out = c.predict(source="upload", upload=handle_file(str(paths[name])), method="dtrak", lam=None,
