@@ -75,8 +75,8 @@ class Engine:
             folder = os.path.join(self.paths.base, "ensemble")
             names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
             if not names:
-                raise cache.CacheError(f"no ensemble models under {folder}; run `python -m precompute lds --dataset "
-                                       f"{self.dataset}` (it keeps 50 % subset models for ensembles)")
+                raise cache.CacheError(f"no ensemble models under {folder}; run `python -m precompute ensemble --dataset "
+                                       f"{self.dataset}` (it trains the 50 % subset models ensembles average over)")
             return [os.path.join(folder, n) for n in names]
         return [self.paths.model]
 
@@ -231,9 +231,13 @@ class Engine:
         return blockwise_topk(lambda rows: self.scores(queries[rows], m, strategy, lam), len(queries), k, block)
 
     def default_lambda(self, method: Method) -> float:
-        """λ chosen by the LDS benchmark when its results exist, else 1."""
-        import json
-        path = os.path.join(self.paths.eval, "best_lambda.json")
-        if os.path.exists(path):
-            return float(json.load(open(path)).get(method.name, 1.0))
-        return 1.0
+        return tuned_lambda(self.paths, method.name)
+
+
+def tuned_lambda(paths: AssetPaths, method: str) -> float:
+    """λ chosen by the LDS benchmark (validation split, S = 10) when its results exist, else 1."""
+    import json
+    path = os.path.join(paths.eval, "best_lambda.json")
+    if os.path.exists(path):
+        return float(json.load(open(path)).get(method, 1.0))
+    return 1.0

@@ -18,9 +18,10 @@ from .attribution.timesteps import TimestepStrategy
 from .cache import CacheError
 from .compare import class_mix, overlap_at_k, spearman
 from .data import ImageError, open_image
-from .engine import Engine, Query
+from .engine import Engine, Query, tuned_lambda
 from .images import to_pil
 from .models import CheckpointError, add_noise, alphas_cumprod
+from .paths import AssetPaths
 
 MAX_UPLOAD_MB = 20
 METHOD_CHOICES = [(f"{m.group} · {m.label}", m.name) for m in METHODS.values()]
@@ -214,7 +215,8 @@ def lambda_box(dataset, method):
     m = get_method(method)
     if not m.uses_lambda:
         return gr.update(value=None, interactive=False, label="λ (not used by this method)")
-    return gr.update(value=engine(dataset).default_lambda(m), interactive=True, label="λ (tuned by LDS; edit to override)")
+    return gr.update(value=tuned_lambda(AssetPaths(dataset), m.name), interactive=True,
+                     label="λ (tuned by LDS; edit to override)")
 
 
 def benchmark_gallery(dataset):
@@ -290,7 +292,7 @@ def build(default_dataset: str | None = None) -> gr.Blocks:
             method = gr.Dropdown(METHOD_CHOICES, value="dtrak", label="Method")
             strategy = gr.Dropdown(["uniform", "random", "cumulative"], value="uniform", label="Timesteps")
             S = gr.Dropdown([1, 10, 100, 1000], value=10, label="S (timesteps)")
-            lam = gr.Number(None, label="λ (tuned by LDS; edit to override)")
+            lam = gr.Number(tuned_lambda(AssetPaths(default), "dtrak"), label="λ (tuned by LDS; edit to override)")
             k = gr.Slider(4, 32, 8, step=1, label="top-k")
         with gr.Tabs():
             with gr.Tab("Attribute"):
@@ -324,7 +326,7 @@ def build(default_dataset: str | None = None) -> gr.Blocks:
                     lds_val = gr.Plot(label="LDS, validation", elem_id="lds-val")
                     lds_gen = gr.Plot(label="LDS, generated")
                 scatter = gr.Plot(label="Predicted vs actual for the benchmark query")
-                cf_table = gr.Markdown()
+                cf_table = gr.Markdown(elem_id="counterfactual")
                 cf_gal = gr.Gallery(label="Counterfactual: original and regenerated without the top-k proponents",
                                     columns=4, height=300)
             with gr.Tab("Learn"):
@@ -341,9 +343,10 @@ def build(default_dataset: str | None = None) -> gr.Blocks:
                      api_name="evaluation")
         pro.select(training_image, dataset, [big, big_info], api_name=False)
         bench_gal.select(pick_benchmark, None, [source, bench_index], api_name=False)
+        dataset.change(benchmark_gallery, dataset, bench_gal, api_name="benchmark_queries")
+        method.change(lambda_box, [dataset, method], lam, api_name="default_lambda")
+        demo.load(benchmark_gallery, dataset, bench_gal, api_name=False)
         for trigger in (demo.load, dataset.change):
-            trigger(benchmark_gallery, dataset, bench_gal, api_name=False)
-        for trigger in (demo.load, method.change, dataset.change):
             trigger(lambda_box, [dataset, method], lam, api_name=False)
         opp.select(training_image, dataset, [big, big_info], api_name=False)
     demo.queue(default_concurrency_limit=1, max_size=64)

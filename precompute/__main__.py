@@ -1,4 +1,6 @@
-"""``python -m precompute <stage> --dataset D``: stages train, features, lds, counterfactual, all."""
+"""``python -m precompute <stage> --dataset D``: stages train, ensemble, features, lds, counterfactual, all.
+
+``ensemble`` trains only the 50 % subset models the ensemble methods need (``lds`` trains them too)."""
 from __future__ import annotations
 
 import argparse
@@ -10,7 +12,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m precompute", description=__doc__)
-    p.add_argument("stage", choices=["train", "features", "lds", "counterfactual", "all"])
+    p.add_argument("stage", choices=["train", "ensemble", "features", "lds", "counterfactual", "all"])
     p.add_argument("--dataset", required=True, help="digits, shapes, or a path to an image folder")
     p.add_argument("--epochs", type=int, default=None, help="override the dataset's training epochs")
     p.add_argument("--seed", type=int, default=0)
@@ -21,7 +23,7 @@ def main(argv=None) -> int:
     p.add_argument("--subsets", type=int, default=None, help="number of LDS subsets")
     p.add_argument("--until", default=None, choices=["retrain"], help="lds: stop after retraining + ground truth")
     args = p.parse_args(argv)
-    stages = ["train", "features", "lds", "counterfactual"] if args.stage == "all" else [args.stage]
+    stages = ["train", "ensemble", "features", "lds", "counterfactual"] if args.stage == "all" else [args.stage]
     for stage in stages:
         if stage == "train":
             from . import train
@@ -29,6 +31,9 @@ def main(argv=None) -> int:
         elif stage == "features":
             from . import features
             features.run(args.dataset, methods=args.method, device=args.device)
+        elif stage == "ensemble":
+            from . import evaluate
+            evaluate.run_ensemble(args.dataset, device=args.device, engine=args.engine, address=args.address)
         else:
             from . import evaluate
             kw = {"until": args.until} if stage == "lds" else {}

@@ -66,8 +66,10 @@ def train_job(dataset: str, indices: list[int], out_dir: str, seed: int, device:
               queries: str | None = None, gt: tuple | None = None) -> str:
     """Train the full recipe on training indices; optionally measure ground-truth outputs."""
     torch.set_num_threads(1)
-    done = os.path.join(out_dir, "done.json")
-    if os.path.exists(done):
+    done, outputs = os.path.join(out_dir, "done.json"), os.path.join(out_dir, "outputs.npy")
+    if os.path.exists(done):  # trained already (e.g. by the ensemble stage); add ground truth if now asked
+        if queries and not os.path.exists(outputs):
+            save_npy(outputs, ground_truth(load_model(os.path.join(out_dir, "model"), device), queries, gt, device))
         return out_dir
     ds, unet_cfg, cfg = _recipe(dataset)
     cfg = TrainConfig(**{**asdict(cfg), "seed": seed, "n_checkpoints": 0, **({"epochs": epochs} if epochs else {})})
@@ -76,7 +78,7 @@ def train_job(dataset: str, indices: list[int], out_dir: str, seed: int, device:
     os.makedirs(out_dir, exist_ok=True)
     save_model(model.cpu(), os.path.join(out_dir, "model"))
     if queries:
-        save_npy(os.path.join(out_dir, "outputs.npy"), ground_truth(model, queries, gt, device))
+        save_npy(outputs, ground_truth(model, queries, gt, device))
     write_json(done, {"n": len(indices), "seed": seed})
     return out_dir
 
@@ -116,14 +118,33 @@ def run_lds(dataset: str, device: str = "cpu", engine: str = "local", address: s
     run_jobs(train_job, jobs, engine, address, desc="subset models")
     outputs = np.stack([np.load(os.path.join(j["out_dir"], "outputs.npy")) for j in jobs])
     save_npy(os.path.join(paths.eval, "outputs.npy"), outputs)
-    for j in range(min(cfg.ensemble_models, len(jobs))):
-        dst = os.path.join(paths.base, "ensemble", f"model_{j:02d}")
-        if not os.path.exists(dst):
-            shutil.copytree(os.path.join(jobs[j]["out_dir"], "model"), dst)
+    _keep_ensemble(dataset, [j["out_dir"] for j in jobs[:cfg.ensemble_models]])
     retrain_s = time.time() - t0
     if until == "retrain":
         return {"retrain_seconds": retrain_s}
     return score_lds(dataset, cfg, device, retrain_s)
+
+
+def run_ensemble(dataset: str, device: str = "cpu", engine: str = "local", address: str | None = None,
+                 cfg: EvalConfig | None = None) -> list[str]:
+    """Only the first ``cfg.ensemble_models`` LDS subset models (the same jobs, so a later LDS run
+    reuses them), kept under assets/<dataset>/ensemble/ for the ensemble methods."""
+    cfg = cfg or EvalConfig()
+    n = len(load_dataset(dataset).train_idx)
+    subsets = make_subsets(n, cfg.ensemble_models, cfg.alpha, cfg.subset_seed)  # = the LDS subsets 0..M-1
+    jobs = [dict(dataset=dataset, indices=s.tolist(), out_dir=os.path.join(runs_dir(dataset), "lds", f"subset_{j:03d}"),
+                 seed=cfg.train_seed, device=device, epochs=cfg.epochs) for j, s in enumerate(subsets)]
+    run_jobs(train_job, jobs, engine, address, desc="ensemble models")
+    return _keep_ensemble(dataset, [j["out_dir"] for j in jobs])
+
+
+def _keep_ensemble(dataset: str, run_dirs: list[str]) -> list[str]:
+    out = []
+    for j, run in enumerate(run_dirs):
+        out.append(os.path.join(AssetPaths(dataset).base, "ensemble", f"model_{j:02d}"))
+        if not os.path.exists(out[-1]):
+            shutil.copytree(os.path.join(run, "model"), out[-1])
+    return out
 
 
 def _write_queries(dataset: str, path: str, cfg: EvalConfig, device: str) -> None:

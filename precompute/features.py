@@ -32,7 +32,7 @@ def run(dataset: str, methods: list[str] | None = None, device: str = "cpu", S: 
             bar.refresh()
         try:
             engine.train_features(method, TimestepStrategy("uniform", s), progress)
-        except CacheError as e:  # ensembles before the LDS stage has trained subset models
+        except CacheError as e:  # ensembles before the ensemble stage has run
             print(f"skipped {name}: {e}")
         bar.close()
 

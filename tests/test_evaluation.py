@@ -83,6 +83,10 @@ def test_retraining_is_deterministic_and_resumes(tmp_path):
     stamp = os.path.getmtime(tmp_path / "a" / "done.json")
     run_jobs(train_job, jobs)  # "a" is skipped (resume), "b" is trained
     assert os.path.getmtime(tmp_path / "a" / "done.json") == stamp
+    queries = os.path.join("assets", "digits", "eval", "queries.npz")
+    train_job(**jobs[0], queries=queries, gt=(250, 1))  # trained earlier without ground truth: only measures it
+    assert os.path.getmtime(tmp_path / "a" / "done.json") == stamp
+    assert np.load(tmp_path / "a" / "outputs.npy").shape == (200,)
     imgs = [ddim_sample(load_model(str(tmp_path / n / "model")), [7], steps=10) for n in ("a", "b")]
     assert torch.equal(imgs[0], imgs[1])  # same data + seed → same regenerated image
 

@@ -73,7 +73,8 @@ def _free_port():
 def server():
     port = _free_port()
     env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
-    proc = subprocess.Popen([sys.executable, "app.py"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    log = open(os.path.join(os.environ["EXPLORER_CACHE"], f"server-{port}.log"), "w+")  # read on failure
+    proc = subprocess.Popen([sys.executable, "app.py"], env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     start = time.time()
     while time.time() - start < 90:
@@ -84,7 +85,8 @@ def server():
             time.sleep(0.5)
     else:
         proc.kill()
-        raise RuntimeError(proc.stdout.read().decode()[-2000:])
+        log.seek(0)
+        raise RuntimeError(log.read()[-2000:])
     yield url
     proc.terminate()
     proc.wait(10)
@@ -121,6 +123,8 @@ def test_gradio_client_flow_and_bad_inputs(server, tmp_path):
     xt, x0, gal = c.predict(dataset="digits", source="generate", seed=2, steps=50, bench_index=0, upload=None,
                             method="dtrak", t=300, k=8, api_name="/timestep")
     assert len(gal) == 8 and os.path.exists(xt) and os.path.exists(x0)
+    assert c.predict(dataset="digits", method="dtrak", api_name="/default_lambda")["value"] > 0
+    assert len(c.predict(dataset="digits", api_name="/benchmark_queries")) == 200
     paths = _images(tmp_path)
     for name in ("rgba", "16bit"):
         out = c.predict(source="upload", upload=handle_file(str(paths[name])), method="dtrak", lam=None,
@@ -159,8 +163,15 @@ def test_browser(server, tmp_path):
         page.get_by_role("tab", name="Evaluation").click()
         page.get_by_role("button", name="Show evaluation").click()
         page.locator("#lds-val .js-plotly-plot").wait_for(timeout=60_000)
+        page.locator("#counterfactual").get_by_text("removal").or_(
+            page.get_by_text("No counterfactual results")).wait_for(timeout=60_000)
         page.screenshot(path="docs/evaluation.png", full_page=True)
         page.get_by_role("tab", name="Attribute").click()
+        page.get_by_text("Benchmark queries (click one to use it)").click()
+        page.locator("#benchmark-queries img").nth(3).click()
+        page.wait_for_function("() => document.querySelector('input[value=benchmark]').checked", timeout=30_000)
+        page.get_by_role("button", name="Attribute").click()
+        page.get_by_text("query: val").wait_for(timeout=60_000)
         page.get_by_role("radio", name="upload").check()
         Image.new("RGB", (64, 64), (255, 255, 255)).save(tmp_path / "white.png")
         page.locator("input[type=file]").set_input_files(str(tmp_path / "white.png"))
