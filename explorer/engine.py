@@ -7,6 +7,7 @@ callback when missing); query features are computed on the fly.
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from typing import Callable
@@ -205,7 +206,6 @@ class Engine:
         """Benchmark query i's attribution as stored by the LDS stage (uniform timesteps, the λ LDS
         tuned), or None when that result was not computed or ``lam`` asks for another λ. Reading it
         costs no gradients."""
-        import json
         m = get_method(method)
         results, queries = os.path.join(self.paths.eval, "lds.json"), os.path.join(self.paths.eval, "queries.npz")
         if not (os.path.exists(results) and os.path.exists(queries)):
@@ -236,7 +236,6 @@ class Engine:
 
 def tuned_lambda(paths: AssetPaths, method: str) -> float:
     """λ chosen by the LDS benchmark (validation split, S = 10) when its results exist, else 1."""
-    import json
     path = os.path.join(paths.eval, "best_lambda.json")
     if os.path.exists(path):
         return float(json.load(open(path)).get(method, 1.0))

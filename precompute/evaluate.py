@@ -71,6 +71,7 @@ def train_job(dataset: str, indices: list[int], out_dir: str, seed: int, device:
         if queries and not os.path.exists(outputs):
             save_npy(outputs, ground_truth(load_model(os.path.join(out_dir, "model"), device), queries, gt, device))
         return out_dir
+    t0 = time.time()
     ds, unet_cfg, cfg = _recipe(dataset)
     cfg = TrainConfig(**{**asdict(cfg), "seed": seed, "n_checkpoints": 0, **({"epochs": epochs} if epochs else {})})
     model = make_unet(unet_cfg, seed=seed)
@@ -79,7 +80,7 @@ def train_job(dataset: str, indices: list[int], out_dir: str, seed: int, device:
     save_model(model.cpu(), os.path.join(out_dir, "model"))
     if queries:
         save_npy(outputs, ground_truth(model, queries, gt, device))
-    write_json(done, {"n": len(indices), "seed": seed})
+    write_json(done, {"n": len(indices), "seed": seed, "seconds": time.time() - t0})
     return out_dir
 
 
