@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -42,19 +43,19 @@ class Dataset:
     def resolution(self) -> int:
         return self.x.shape[-1]
 
-    @property
+    @cached_property  # indexed once: callers take rows of it many times
     def train_x(self) -> torch.Tensor:
         return self.x[torch.as_tensor(self.train_idx)]
 
-    @property
+    @cached_property
     def train_labels(self) -> torch.Tensor:
         return self.labels[torch.as_tensor(self.train_idx)]
 
-    @property
+    @cached_property
     def val_x(self) -> torch.Tensor:
         return self.x[torch.as_tensor(self.val_idx)]
 
-    @property
+    @cached_property
     def val_labels(self) -> torch.Tensor:
         return self.labels[torch.as_tensor(self.val_idx)]
 
