@@ -48,10 +48,10 @@ def server_times(upload_path: str, reps: int) -> dict:
     return out
 
 
-def launch(port: int):
+def launch(port: int, log):
     env = {**os.environ, "GRADIO_SERVER_PORT": str(port)}
     t = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "app.py"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "app.py"], env=env, stdout=log, stderr=subprocess.STDOUT)
     while True:
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/config", timeout=1)
@@ -82,8 +82,8 @@ def load(url: str, clients: int, seconds: float, upload_path: str) -> dict:
     errors = []
     stop = time.perf_counter() + seconds
 
-    def client(j):
-        c = Client(url, verbose=False)
+    def client(j):  # each client downloads into its own folder, not the server's /tmp/gradio file cache
+        c = Client(url, verbose=False, download_files=tempfile.mkdtemp(prefix=f"client{j}-"))
         i = j
         while time.perf_counter() < stop:
             name, fn = requests[i % len(requests)]
@@ -117,13 +117,17 @@ def main():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc, startup = launch(port)
+    log = open(os.path.join(os.path.dirname(upload), "server.log"), "w+")
+    proc, startup = launch(port, log)
     try:
         res = {"cpu_count": os.cpu_count(), "startup_s": startup,
                "load": load(f"http://127.0.0.1:{port}", a.clients, a.seconds, upload)}
     finally:
         proc.terminate()
         proc.wait(10)
+    if res["load"]["errors"]:
+        log.seek(0)
+        res["load"]["server_log_tail"] = log.read()[-6000:]
     res["server_time_s"] = server_times(upload, a.reps)
     report(res, a.out)
 

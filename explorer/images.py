@@ -1,6 +1,10 @@
 """Tensor ↔ image helpers (exact pixels: nearest-neighbour upscaling, PNG)."""
 from __future__ import annotations
 
+import hashlib
+import io
+import os
+
 import numpy as np
 import torch
 from PIL import Image
@@ -29,3 +33,20 @@ def grid(x: torch.Tensor, ncol: int = 8, scale: int = 4, pad: int = 1) -> Image.
         r, col = divmod(i, ncol)
         canvas.paste(to_pil(x[i], scale).convert("RGB"), (pad + col * (W + pad), pad + r * (H + pad)))
     return canvas
+
+
+def png_file(x: torch.Tensor, scale: int, folder: str) -> str:
+    """``to_pil(x, scale)`` as a PNG under ``folder``, named by its content hash and written once
+    (temporary file, then rename): concurrent requests that show the same image never see a file
+    being rewritten, and the pixels stay exact (no lossy re-encoding)."""
+    buf = io.BytesIO()
+    to_pil(x, scale).save(buf, format="PNG")
+    data = buf.getvalue()
+    path = os.path.join(folder, hashlib.sha1(data).hexdigest()[:20] + ".png")
+    if not os.path.exists(path):
+        os.makedirs(folder, exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.{id(buf)}.tmp"
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    return path

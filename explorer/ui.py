@@ -10,7 +10,7 @@ import gradio as gr
 import numpy as np
 import torch
 
-from . import ASSETS, plots
+from . import ASSETS, CACHE, plots
 from .attribution.features import GENERATED_UID
 from .attribution.methods import METHODS, get_method
 from .attribution.outputs import OUTPUT_FUNCTIONS
@@ -19,12 +19,17 @@ from .cache import CacheError
 from .compare import class_mix, overlap_at_k, spearman
 from .data import ImageError, open_image
 from .engine import Engine, Query, tuned_lambda
-from .images import to_pil
+from .images import png_file
 from .models import CheckpointError, add_noise, alphas_cumprod
 from .paths import AssetPaths
 
 MAX_UPLOAD_MB = 20
 METHOD_CHOICES = [(f"{m.group} · {m.label}", m.name) for m in METHODS.values()]
+
+
+def _png(x: torch.Tensor, scale: int) -> str:
+    """Images go to the page as PNG files written once (exact pixels; safe under concurrent requests)."""
+    return png_file(x, scale, os.path.join(CACHE, "png"))
 
 
 def available_datasets() -> list[str]:
@@ -91,7 +96,7 @@ def _strategy(kind: str, S: float) -> TimestepStrategy:
 
 def _gallery(eng: Engine, idx: np.ndarray, scores: np.ndarray, scale: int) -> list:
     labels = eng.data.train_labels.numpy()
-    return [(to_pil(eng.data.train_x[i], scale), f"#{r + 1} · score {s:.3g} · train {i} · label {eng.data.classes[labels[i]]}")
+    return [(_png(eng.data.train_x[i], scale), f"#{r + 1} · score {s:.3g} · train {i} · label {eng.data.classes[labels[i]]}")
             for r, (i, s) in enumerate(zip(idx, scores))]
 
 
@@ -122,7 +127,7 @@ def attribute(dataset, source, seed, steps, bench_index, upload, method, strateg
     top = res.top
     info = (f"**{METHODS[res.method].label}** · query: {q.kind} {q.label} · "
             + (f"λ = {res.lam:g} · " if res.lam is not None else "") + (f"timesteps {res.strategy}" if res.strategy else ""))
-    return (to_pil(q.x, sc), info, _gallery(eng, top.proponents[0], top.proponent_scores[0], sc),
+    return (_png(q.x, sc), info, _gallery(eng, top.proponents[0], top.proponent_scores[0], sc),
             _gallery(eng, top.opponents[0], top.opponent_scores[0], sc), plots.score_histogram(res.scores),
             plots.class_mix(class_mix(labels, top.proponents[0], len(eng.data.classes)), eng.data.classes,
                             f"Classes of the top-{int(k)} proponents"))
@@ -157,7 +162,7 @@ def timestep_view(dataset, source, seed, steps, bench_index, upload, method, t, 
     res = eng.attribute(q, method, TimestepStrategy.single(t), None, int(k),
                         progress=lambda a, b: progress(a / b, desc=f"features at t={t}: {a}/{b}"))
     sc = scale_for(dataset)
-    return to_pil(xt[0], sc), to_pil(x0[0], sc), _gallery(eng, res.top.proponents[0], res.top.proponent_scores[0], sc)
+    return _png(xt[0], sc), _png(x0[0], sc), _gallery(eng, res.top.proponents[0], res.top.proponent_scores[0], sc)
 
 
 def _eval(dataset: str) -> dict | None:
@@ -199,10 +204,10 @@ def _counterfactual(dataset: str):
     sc = scale_for(dataset)
     gallery = []
     for j, s in enumerate(res["seeds"]):
-        gallery.append((to_pil(torch.from_numpy(imgs["original"][j].astype(np.float32)), sc), f"seed {s} · original"))
+        gallery.append((_png(torch.from_numpy(imgs["original"][j].astype(np.float32)), sc), f"seed {s} · original"))
         for m in ("random", "trak", "dtrak"):
             mm = res["methods"][m]
-            gallery.append((to_pil(torch.from_numpy(imgs[m][j].astype(np.float32)), sc),
+            gallery.append((_png(torch.from_numpy(imgs[m][j].astype(np.float32)), sc),
                             f"seed {s} · without top-{res['k']} of {m} · L2 {mm['l2'][j]:.2f} · cos {mm['cosine'][j]:.3f}"))
     table = "| removal | median pixel L2 ↑ | median embedding cosine ↓ |\n|---|---|---|\n" + "\n".join(
         f"| {m} | {res['methods'][m]['l2_median']:.3f} | {res['methods'][m]['cosine_median']:.3f} |"
@@ -225,7 +230,7 @@ def benchmark_gallery(dataset):
     if bench is None:
         return []
     sc = max(1, scale_for(dataset) // 2)
-    return [(to_pil(torch.from_numpy(x.astype(np.float32)), sc), f"#{i} · {'validation' if s == 0 else 'generated'}")
+    return [(_png(torch.from_numpy(x.astype(np.float32)), sc), f"#{i} · {'validation' if s == 0 else 'generated'}")
             for i, (x, s) in enumerate(zip(bench["x"], bench["split"]))]
 
 
@@ -239,7 +244,7 @@ def training_image(dataset, evt: gr.SelectData):
     caption = evt.value.get("caption", "") if isinstance(evt.value, dict) else ""
     idx = int(caption.split("train ")[1].split(" ")[0]) if "train " in caption else 0
     eng = engine(dataset)
-    return to_pil(eng.data.train_x[idx], 24 if eng.data.resolution <= 8 else 12), (
+    return _png(eng.data.train_x[idx], 24 if eng.data.resolution <= 8 else 12), (
         f"training index {idx} · dataset index {int(eng.data.train_idx[idx])} · "
         f"label {eng.data.classes[int(eng.data.train_labels[idx])]}")
 
@@ -298,9 +303,9 @@ def build(default_dataset: str | None = None) -> gr.Blocks:
             with gr.Tab("Attribute"):
                 go_btn = gr.Button("Attribute", variant="primary")
                 with gr.Row():
-                    query_img = gr.Image(label="Query (as the model sees it)", type="pil", height=200)
+                    query_img = gr.Image(label="Query (as the model sees it)", type="filepath", height=200)
                     info = gr.Markdown()
-                    big = gr.Image(label="Selected training image", type="pil", height=200)
+                    big = gr.Image(label="Selected training image", type="filepath", height=200)
                     big_info = gr.Markdown()
                 pro = gr.Gallery(label="Top proponents", columns=8, height=240, elem_id="proponents")
                 opp = gr.Gallery(label="Top opponents", columns=8, height=240, elem_id="opponents")
@@ -317,8 +322,8 @@ def build(default_dataset: str | None = None) -> gr.Blocks:
             with gr.Tab("Timesteps"):
                 t = gr.Slider(0, 999, 500, step=1, label="t", elem_id="t-slider")
                 with gr.Row():
-                    xt_img = gr.Image(label="x_t", type="pil", height=180)
-                    x0_img = gr.Image(label="model's x̂₀", type="pil", height=180)
+                    xt_img = gr.Image(label="x_t", type="filepath", height=180)
+                    x0_img = gr.Image(label="model's x̂₀", type="filepath", height=180)
                 t_gal = gr.Gallery(label="Top proponents at this single timestep", columns=8, height=220)
             with gr.Tab("Evaluation"):
                 ev_btn = gr.Button("Show evaluation")

@@ -20,7 +20,7 @@ def test_attribute_endpoint_in_process():
     from explorer import ui
     img, info, pro, opp, hist, mix = ui.attribute("digits", "generate", 3, 50, 0, None, "dtrak", "uniform", 10, None, 8,
                                                   progress=_P())
-    assert img.size == (96, 96) and "D-TRAK" in info
+    assert Image.open(img).size == (96, 96) and "D-TRAK" in info and img.endswith(".png")
     assert len(pro) == 8 and len(opp) == 8
     scores = [float(c.split("score ")[1].split(" ")[0]) for _, c in pro]
     assert scores == sorted(scores, reverse=True) and pro[0][1].startswith("#1 · score")
@@ -37,16 +37,18 @@ def test_compare_and_evaluation_in_process():
     methods = {x for trace in val.data for x in trace.x}
     assert {"trak", "dtrak", "pixel-cos"} <= methods
     assert len(scatter.data[0].x) == 32 and "Spearman ρ" in scatter.layout.title.text
+    assert len(cf_gallery) == 8 * 4 and "| dtrak |" in cf_table  # original + 3 removals per query
+    assert Image.open(cf_gallery[0][0]).size == (96, 96)
 
 
 def test_timestep_walk_in_process():
     """At t = 0 the noised query is the query; at t = 999 it is noise; attribution changes along t."""
     from explorer import ui
-    q = np.asarray(ui.to_pil(ui.make_query("digits", "benchmark", 0, 50, 3, None).x, 12), np.float64)
+    q = np.asarray(Image.open(ui._png(ui.make_query("digits", "benchmark", 0, 50, 3, None).x, 12)), np.float64)
     views = {t: ui.timestep_view("digits", "benchmark", 0, 50, 3, None, "dtrak", t, 8, progress=_P()) for t in (0, 999)}
-    diff = {t: np.abs(np.asarray(v[0], np.float64) - q).mean() for t, v in views.items()}
+    diff = {t: np.abs(np.asarray(Image.open(v[0]), np.float64) - q).mean() for t, v in views.items()}
     assert diff[0] < 5 and diff[999] > 40, diff
-    assert all(v[1].size == (96, 96) and len(v[2]) == 8 for v in views.values())
+    assert all(Image.open(v[1]).size == (96, 96) and len(v[2]) == 8 for v in views.values())
     assert [c for _, c in views[0][2]] != [c for _, c in views[999][2]]
     with pytest.raises(Exception, match="gradient method"):
         ui.timestep_view("digits", "benchmark", 0, 50, 3, None, "pixel-cos", 10, 8, progress=_P())
