@@ -98,7 +98,7 @@ def ground_truth(model, queries_path: str, gt: tuple, device: str) -> np.ndarray
 def run_lds(dataset: str, device: str = "cpu", engine: str = "local", address: str | None = None,
             n_subsets: int | None = None, until: str | None = None, cfg: EvalConfig | None = None) -> dict:
     cfg = cfg or EvalConfig(**({"n_subsets": n_subsets} if n_subsets else {}))
-    paths, runs = AssetPaths(dataset), runs_dir(dataset)
+    paths = AssetPaths(dataset)
     os.makedirs(paths.eval, exist_ok=True)
     ds = load_dataset(dataset)
     n = len(ds.train_idx)
@@ -112,10 +112,7 @@ def run_lds(dataset: str, device: str = "cpu", engine: str = "local", address: s
     if not os.path.exists(queries_path):
         _write_queries(dataset, queries_path, cfg, device)
 
-    jobs = [dict(dataset=dataset, indices=subsets[j].tolist(), out_dir=os.path.join(runs, "lds", f"subset_{j:03d}"),
-                 seed=cfg.train_seed, device=device, epochs=cfg.epochs, queries=queries_path,
-                 gt=(cfg.gt_t_every, cfg.gt_draws))
-            for j in range(len(subsets))]
+    jobs = _subset_jobs(dataset, subsets, cfg, device, queries=queries_path, gt=(cfg.gt_t_every, cfg.gt_draws))
     run_jobs(train_job, jobs, engine, address, desc="subset models")
     outputs = np.stack([np.load(os.path.join(j["out_dir"], "outputs.npy")) for j in jobs])
     save_npy(os.path.join(paths.eval, "outputs.npy"), outputs)
@@ -133,10 +130,15 @@ def run_ensemble(dataset: str, device: str = "cpu", engine: str = "local", addre
     cfg = cfg or EvalConfig()
     n = len(load_dataset(dataset).train_idx)
     subsets = make_subsets(n, cfg.ensemble_models, cfg.alpha, cfg.subset_seed)  # = the LDS subsets 0..M-1
-    jobs = [dict(dataset=dataset, indices=s.tolist(), out_dir=os.path.join(runs_dir(dataset), "lds", f"subset_{j:03d}"),
-                 seed=cfg.train_seed, device=device, epochs=cfg.epochs) for j, s in enumerate(subsets)]
+    jobs = _subset_jobs(dataset, subsets, cfg, device)
     run_jobs(train_job, jobs, engine, address, desc="ensemble models")
     return _keep_ensemble(dataset, [j["out_dir"] for j in jobs])
+
+
+def _subset_jobs(dataset: str, subsets: np.ndarray, cfg: EvalConfig, device: str, **extra) -> list[dict]:
+    """One ``train_job`` per subset; job j writes to runs/<dataset>/lds/subset_j."""
+    return [dict(dataset=dataset, indices=s.tolist(), out_dir=os.path.join(runs_dir(dataset), "lds", f"subset_{j:03d}"),
+                 seed=cfg.train_seed, device=device, epochs=cfg.epochs, **extra) for j, s in enumerate(subsets)]
 
 
 def _keep_ensemble(dataset: str, run_dirs: list[str]) -> list[str]:
