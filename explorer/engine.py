@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Callable
 
 import numpy as np
@@ -207,21 +208,30 @@ class Engine:
         tuned), or None when that result was not computed or ``lam`` asks for another λ. Reading it
         costs no gradients."""
         m = get_method(method)
-        results, queries = os.path.join(self.paths.eval, "lds.json"), os.path.join(self.paths.eval, "queries.npz")
-        if not (os.path.exists(results) and os.path.exists(queries)):
+        if self._benchmark_results is None:
             return None
-        split_ids = np.load(queries, allow_pickle=False)["split"]
+        split_ids, lambdas = self._benchmark_results
         split = "validation" if split_ids[i] == 0 else "generated"
         S_key = int(S) if m.uses_timesteps else None
-        row = next((r for r in json.load(open(results))["rows"]
-                    if (r["method"], r["S"], r["split"]) == (m.name, S_key, split)), None)
+        key = (m.name, S_key, split)
         path = os.path.join(self.paths.eval, "scores", f"{m.name}_S{S_key}_{split}.npy")
-        if row is None or not os.path.exists(path) or (m.uses_lambda and lam is not None and lam != row["lambda"]):
+        if key not in lambdas or not os.path.exists(path) or (m.uses_lambda and lam is not None and lam != lambdas[key]):
             return None
         col = i - int(np.flatnonzero(split_ids == split_ids[i])[0])
         s = np.asarray(cache.load_npy(path)[col], np.float64)
-        return Attribution(m.name, s, blockwise_topk(lambda rows: s[None], 1, topk), row["lambda"],
+        return Attribution(m.name, s, blockwise_topk(lambda rows: s[None], 1, topk), lambdas[key],
                            TimestepStrategy("uniform", int(S)).key if m.uses_timesteps else None)
+
+    @cached_property
+    def _benchmark_results(self) -> tuple[np.ndarray, dict] | None:
+        """(split of each benchmark query, {(method, S, split): λ}) from the LDS stage, read once."""
+        results, queries = os.path.join(self.paths.eval, "lds.json"), os.path.join(self.paths.eval, "queries.npz")
+        if not (os.path.exists(results) and os.path.exists(queries)):
+            return None
+        with open(results) as f:
+            rows = json.load(f)["rows"]
+        return (np.load(queries, allow_pickle=False)["split"],
+                {(r["method"], r["S"], r["split"]): r["lambda"] for r in rows})
 
     def topk(self, queries: list[Query], method: str, strategy: TimestepStrategy | None = None,
              lam: float | None = None, k: int = 8, block: int = 256) -> TopK:

@@ -48,7 +48,9 @@ def _generated(dataset: str, seed: int, steps: int) -> Query:
     return engine(dataset).query_generated(seed, steps)
 
 
+@lru_cache(maxsize=4)
 def _benchmark(dataset: str) -> dict | None:
+    """The benchmark queries (read once per dataset)."""
     path = os.path.join(ASSETS, dataset, "eval", "queries.npz")
     return dict(np.load(path, allow_pickle=False)) if os.path.exists(path) else None
 
