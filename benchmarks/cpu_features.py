@@ -1,7 +1,8 @@
 """CPU benchmark of the attribution engine on the shipped digits model (side by side, one run).
 
     PYTHONPATH=. python benchmarks/cpu_features.py --out benchmarks/results/cpu_features.json
-- raw per-sample gradients/s (S = 10, L_Square) — the limit;
+- raw per-sample gradients/s (S = 10, L_Square; vmap output as per-parameter blocks, nothing
+  concatenated) — the limit;
 - projected features/s at k = 4096 with CountSketch and with the block-generated Gaussian;
 - query latency of an uploaded image attributed with D-TRAK S = 10 against cached features (p50/p95)."""
 import argparse

@@ -1,15 +1,26 @@
 """GPU benchmark (issue: attribution engine): projected D-TRAK features for a CIFAR-size
 UNet2DModel (google/ddpm-cifar10-32 layout, ~36 M parameters, random weights) at k = 32768.
 
-    python benchmarks/gpu_features.py --out benchmarks/results/gpu_features.json
-Measures raw vmap per-sample gradients/s (S = 1, L_Square) and end-to-end projected features/s
-with the CountSketch projector, and a short run of the block-generated Gaussian projector."""
+    PYTHONPATH=. python benchmarks/gpu_features.py --out benchmarks/results/gpu_features.json
+    PYTHONPATH=. python benchmarks/gpu_features.py --device cpu --smoke   # checks the script runs
+
+Everything is measured side by side in one run (S = 1, L_Square, n samples):
+- raw vmap per-sample gradients/s (per-parameter blocks, nothing concatenated) — the limit;
+- CountSketch features/s (the engine's projector), and the legacy form (concatenate, multiply
+  by the signs, scatter) it replaced;
+- the same with the projection of chunk i on a second CUDA stream while chunk i+1's gradients
+  are computed;
+- each at fp32 (cuDNN TF32 convolutions, PyTorch's default), with TF32 matmuls too, and under
+  bf16 autocast — with the cosine between bf16 and fp32 features, the price of the speed;
+- a short run of the block-generated Gaussian projector, the paper's projection."""
 import argparse
-import json
+import contextlib
 import time
 
+import numpy as np
 import torch
 
+from benchmarks.common import report
 from explorer.attribution.features import FeatureComputer, FeatureSpec
 from explorer.attribution.timesteps import TimestepStrategy
 from explorer.models import UNetConfig, make_unet
@@ -18,43 +29,116 @@ CIFAR = UNetConfig(sample_size=32, in_channels=3, out_channels=3, block_out_chan
                    down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
                    up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"), layers_per_block=2,
                    norm_num_groups=32, attention_head_dim=None)
+SMOKE = UNetConfig(sample_size=8, in_channels=3, out_channels=3, block_out_channels=(8, 16),
+                   down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+                   layers_per_block=1, norm_num_groups=4, attention_head_dim=None)
 
 
-def timed(fn, n_items, reps=3):
+def sync(device):
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def rate(fn, n, device, reps):
     fn()
-    torch.cuda.synchronize()
-    t = time.time()
+    sync(device)
+    t = time.perf_counter()
     for _ in range(reps):
         fn()
-    torch.cuda.synchronize()
-    return n_items * reps / (time.time() - t)
+    sync(device)
+    return n * reps / (time.perf_counter() - t)
+
+
+def legacy_countsketch(proj):
+    """The projector before per-parameter blocks: cat, multiply by signs, scatter into k slots."""
+    slot = proj.slot.long()
+    bucket, sign = slot % proj.k, torch.where(slot < proj.k, 1.0, -1.0)
+    return lambda parts: torch.zeros(parts[0].shape[0], proj.k, device=bucket.device).index_add_(
+        1, bucket, torch.cat(parts, dim=1) * sign)
+
+
+def overlapped(fc, x, eps, chunk, precision):
+    """Projects chunk i on a side stream while the default stream computes chunk i+1."""
+    side, out = torch.cuda.Stream(), []
+    for parts in chunks(fc, x, eps, chunk, precision):
+        ready = torch.cuda.current_stream().record_event()
+        with torch.cuda.stream(side):
+            side.wait_event(ready)
+            out.append(fc.projector(parts))
+            for q in parts:
+                q.record_stream(side)
+    torch.cuda.current_stream().wait_stream(side)
+    return out
+
+
+def chunks(fc, x, eps, chunk, precision):
+    """Gradient blocks of each chunk of x, computed at the given precision."""
+    for i in range(0, len(x), chunk):
+        with autocast(x.device.type, precision):
+            parts = fc.grads.parts(x[i:i + chunk], eps[i:i + chunk], fc.ts)
+        yield parts
+
+
+def autocast(device, precision):
+    return torch.autocast(device, torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+
+
+def set_precision(precision):
+    torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
 
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--out", default=None)
+    p.add_argument("--out")
+    p.add_argument("--device", default="cuda")
     p.add_argument("--n", type=int, default=256)
+    p.add_argument("--k", type=int, default=32768)
+    p.add_argument("--chunks", type=int, nargs="+", default=[64, 128])
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--smoke", action="store_true", help="tiny model, n and k: only checks that every path runs")
     args = p.parse_args()
-    model = make_unet(CIFAR).cuda()
-    n_params = sum(q.numel() for q in model.parameters())
-    x = torch.randn(args.n, 3, 32, 32)
-    res = {"device": torch.cuda.get_device_name(), "n_parameters": n_params, "k": 32768, "S": 1}
-    for proj in ("countsketch", "gaussian"):
-        fc = FeatureComputer(model, FeatureSpec("square", TimestepStrategy("uniform", 1), proj, 32768), "cuda")
-        uids = list(range(args.n))
-        eps = fc.noise(uids, (3, 32, 32))
-        chunk = 64
-        if proj == "countsketch":
-            res["raw_gradients_per_s"] = timed(lambda: [g for _, g in fc.grads.chunks(x, eps, fc.ts, chunk)], args.n)
-            res["countsketch_features_per_s"] = timed(
-                lambda: [fc.projector(g) for _, g in fc.grads.chunks(x, eps, fc.ts, chunk)], args.n)
-        else:
-            xs, es = x[:chunk], eps[:chunk]
-            res["gaussian_features_per_s"] = timed(lambda: fc.projector(fc.grads(xs, es, fc.ts)), chunk, reps=1)
-    res["ratio_countsketch_to_raw"] = res["countsketch_features_per_s"] / res["raw_gradients_per_s"]
-    print(json.dumps(res, indent=1))
-    if args.out:
-        json.dump(res, open(args.out, "w"), indent=1)
+    if args.smoke:
+        args.n, args.k, args.chunks, args.reps = 8, 64, [4], 1
+    dev = args.device
+    torch.manual_seed(0)
+    model = make_unet(SMOKE if args.smoke else CIFAR).to(dev)
+    size = model.config.sample_size
+    x = torch.randn(args.n, 3, size, size, device=dev)
+    spec = FeatureSpec("square", TimestepStrategy("uniform", 1), "countsketch", args.k)
+    fc = FeatureComputer(model, spec, dev)
+    eps = fc.noise(list(range(args.n)), (3, size, size)).to(dev)
+    res = {"device": torch.cuda.get_device_name() if dev == "cuda" else "cpu", "torch": torch.__version__,
+           "n_parameters": fc.grads.dim, "k": args.k, "S": 1, "n": args.n, "runs": []}
+    features, legacy = {}, legacy_countsketch(fc.projector)
+    for precision in ("fp32", "tf32", "bf16"):
+        set_precision(precision)
+        for chunk in args.chunks:
+            runs = {"raw_gradients": lambda: sum(1 for _ in chunks(fc, x, eps, chunk, precision)),
+                    "countsketch": lambda: [fc.projector(parts) for parts in chunks(fc, x, eps, chunk, precision)],
+                    "countsketch_legacy": lambda: [legacy(parts) for parts in chunks(fc, x, eps, chunk, precision)]}
+            if dev == "cuda":
+                runs["countsketch_overlapped"] = lambda: overlapped(fc, x, eps, chunk, precision)
+            row = {"precision": precision, "chunk": chunk}
+            for name, fn in runs.items():
+                try:  # one failing variant (e.g. out of memory) must not cost the others' numbers
+                    row[f"{name}_per_s"] = rate(fn, args.n, dev, args.reps)
+                except Exception as e:  # noqa: BLE001 — recorded in the result
+                    row[f"{name}_error"] = repr(e)[:300]
+            if "countsketch_per_s" in row and "raw_gradients_per_s" in row:
+                row["countsketch_over_raw"] = row["countsketch_per_s"] / row["raw_gradients_per_s"]
+            res["runs"].append(row)
+            print(row, flush=True)
+        features[precision] = torch.cat([fc.projector(parts) for parts in chunks(fc, x, eps, args.chunks[0],
+                                                                                  precision)]).cpu()
+    set_precision("fp32")
+    cos = torch.nn.functional.cosine_similarity(features["bf16"], features["fp32"], dim=1).numpy()
+    res["bf16_vs_fp32_feature_cosine"] = {"min": float(cos.min()), "median": float(np.median(cos))}
+    gauss = FeatureComputer(model, FeatureSpec("square", TimestepStrategy("uniform", 1), "gaussian", args.k), dev)
+    xs, es, c = x[:args.chunks[0]], eps[:args.chunks[0]], args.chunks[0]
+    res["gaussian_features_per_s"] = rate(lambda: gauss.projector(gauss.grads.parts(xs, es, gauss.ts)), c, dev, 1)
+    res["best"] = max(res["runs"], key=lambda r: max([v for k, v in r.items()
+                                                      if k.startswith("countsketch") and k.endswith("_per_s")] or [0]))
+    report(res, args.out)
 
 
 if __name__ == "__main__":

@@ -63,6 +63,24 @@ def test_projectors_preserve_inner_products_within_jl_bounds(cls):
     assert errs[2048] < errs[256]
 
 
+def test_countsketch_equals_its_dense_matrix_and_takes_gradient_blocks():
+    """φ = Sᵀ g with S[j, h(j)] = s(j), the obvious dense CountSketch, whether g comes whole
+    or as per-parameter blocks."""
+    p, k = 700, 32
+    g = torch.randn(4, p)
+    proj = CountSketchProjector(p, k, seed=1)
+    slot = proj.slot.long()
+    dense = torch.zeros(p, k)
+    dense[torch.arange(p), slot % k] = torch.where(slot < k, 1.0, -1.0)
+    assert set((slot < k).tolist()) == {True, False}  # both signs occur
+    assert torch.allclose(proj(g), g @ dense, atol=1e-5)
+    assert torch.allclose(proj([g[:, :100], g[:, 100:650], g[:, 650:]]), proj(g), atol=1e-6)
+    with pytest.raises(ValueError, match="699 entries"):
+        proj(g[:, 1:])
+    for cls in (GaussianProjector, CountSketchProjector):  # every projector accepts blocks
+        assert torch.allclose(cls(p, k, seed=2)([g[:, :300], g[:, 300:]]), cls(p, k, seed=2)(g), atol=1e-5)
+
+
 def test_kernel_matches_dense_solve_on_unprojected_gradients(tiny_unet):
     """Exact check on a tiny model with raw gradients (k = p > n: the dual branch)."""
     spec = FeatureSpec("square", TimestepStrategy("uniform", 2), "identity", 0)

@@ -65,7 +65,7 @@ class FeatureComputer:
         """Journey-TRAK query feature: x0_traj (steps, C, H, W) are the DDIM x̂₀ predictions at
         ``timesteps``; each is re-noised with fresh seeded noise, gradients averaged, projected."""
         eps = seeded_noise([uid], timesteps.tolist(), tuple(x0_traj.shape[1:]), self.spec.seed + 1)
-        g = self.grads(x0_traj.unsqueeze(0), eps, timesteps.long())
+        g = self.grads.parts(x0_traj.unsqueeze(0), eps, timesteps.long())
         return self.projector(g).cpu().numpy()
 
 

@@ -52,19 +52,24 @@ class GradientComputer:
         pred = functional_call(self.model, {**params, **self.fixed}, (xt, ts)).sample
         return self.f(pred, eps, ts, self.w).mean()
 
-    def __call__(self, x0s: torch.Tensor, eps: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
-        """x0s: (N, C, H, W) or (N, S, C, H, W); eps: (N, S, C, H, W); ts: (S,) → (N, dim) gradients."""
+    def parts(self, x0s: torch.Tensor, eps: torch.Tensor, ts: torch.Tensor) -> list[torch.Tensor]:
+        """x0s: (N, C, H, W) or (N, S, C, H, W); eps: (N, S, C, H, W); ts: (S,) → the gradient
+        as (N, numel) blocks, one per parameter in ``names`` order (views, no copy)."""
         if x0s.dim() == 4:
             x0s = x0s.unsqueeze(1).expand_as(eps)
         g = self._vg(self.params, x0s.to(self.device), eps.to(self.device), ts.to(self.device))
-        return torch.cat([g[n].reshape(x0s.shape[0], -1) for n in self.names], dim=1)
+        return [g[n].reshape(x0s.shape[0], -1) for n in self.names]
+
+    def __call__(self, x0s: torch.Tensor, eps: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
+        """The (N, dim) gradients: ``parts`` concatenated."""
+        return torch.cat(self.parts(x0s, eps, ts), dim=1)
 
     def chunks(self, x0s: torch.Tensor, eps: torch.Tensor, ts: torch.Tensor, chunk: int | None = None
-               ) -> Iterator[tuple[slice, torch.Tensor]]:
-        """Yields (rows, gradients) for chunks sized so one vmap call sees ~2048 model inputs."""
+               ) -> Iterator[tuple[slice, list[torch.Tensor]]]:
+        """Yields (rows, gradient blocks) for chunks sized so one vmap call sees ~2048 model inputs."""
         chunk = chunk or max(1, 2048 // len(ts))
         for i in range(0, x0s.shape[0], chunk):
-            yield slice(i, min(i + chunk, x0s.shape[0])), self(x0s[i:i + chunk], eps[i:i + chunk], ts)
+            yield slice(i, min(i + chunk, x0s.shape[0])), self.parts(x0s[i:i + chunk], eps[i:i + chunk], ts)
 
 
 def loop_gradients(model: torch.nn.Module, output_fn: str, x0s: torch.Tensor, eps: torch.Tensor, ts: torch.Tensor
