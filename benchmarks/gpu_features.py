@@ -93,7 +93,7 @@ def main():
     p.add_argument("--device", default="cuda")
     p.add_argument("--n", type=int, default=256)
     p.add_argument("--k", type=int, default=32768)
-    p.add_argument("--chunks", type=int, nargs="+", default=[64, 128])
+    p.add_argument("--chunks", type=int, nargs="+", help="samples per vmap call (default: the engine's, 64, 128)")
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--smoke", action="store_true", help="tiny model, n and k: only checks that every path runs")
     args = p.parse_args()
@@ -107,6 +107,7 @@ def main():
     spec = FeatureSpec("square", TimestepStrategy("uniform", 1), "countsketch", args.k)
     fc = FeatureComputer(model, spec, dev)
     eps = fc.noise(list(range(args.n)), (3, size, size)).to(dev)
+    args.chunks = args.chunks or [fc.grads.chunk_size(1), 64, 128]
     res = {"device": torch.cuda.get_device_name() if dev == "cuda" else "cpu", "torch": torch.__version__,
            "n_parameters": fc.grads.dim, "k": args.k, "S": 1, "n": args.n, "runs": []}
     features, legacy = {}, legacy_countsketch(fc.projector)
@@ -124,6 +125,8 @@ def main():
                     row[f"{name}_per_s"] = rate(fn, args.n, dev, args.reps)
                 except Exception as e:  # noqa: BLE001 — recorded in the result
                     row[f"{name}_error"] = repr(e)[:300]
+                    if dev == "cuda":
+                        torch.cuda.empty_cache()
             if "countsketch_per_s" in row and "raw_gradients_per_s" in row:
                 row["countsketch_over_raw"] = row["countsketch_per_s"] / row["raw_gradients_per_s"]
             res["runs"].append(row)

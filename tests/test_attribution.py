@@ -36,6 +36,18 @@ def test_vmap_gradients_match_loop(tiny_unet, fn):
     assert torch.allclose(g, loop_gradients(tiny_unet, fn, x, eps, ts), atol=1e-5, rtol=1e-4)
 
 
+def test_chunks_respect_input_and_gradient_memory_bounds(tiny_unet):
+    gc = GradientComputer(tiny_unet, "square", max_inputs=12, max_grad_bytes=4 * 1000 * 1000)
+    assert gc.chunk_size(3) == 4 and gc.chunk_size(100) == 1  # bounded by model inputs
+    gc.max_grad_bytes = 4 * gc.dim * 3
+    assert gc.chunk_size(1) == 3  # bounded by per-sample gradient memory
+    x, ts = torch.rand(7, 1, 8, 8), torch.tensor([5])
+    eps = seeded_noise(list(range(7)), [5], (1, 8, 8))
+    got = list(gc.chunks(x, eps, ts))
+    assert [r for r, _ in got] == [slice(0, 3), slice(3, 6), slice(6, 7)]
+    assert torch.allclose(torch.cat([torch.cat(b, 1) for _, b in got]), gc(x, eps, ts), atol=1e-6)
+
+
 def test_gradient_subset_of_parameters(tiny_unet):
     names = [n for n, _ in tiny_unet.named_parameters()][-2:]
     gc = GradientComputer(tiny_unet, "square", names)
