@@ -3,6 +3,8 @@ UNet2DModel (google/ddpm-cifar10-32 layout, ~36 M parameters, random weights) at
 
     PYTHONPATH=. python benchmarks/gpu_features.py --out benchmarks/results/gpu_features.json
     PYTHONPATH=. python benchmarks/gpu_features.py --device cpu --smoke   # checks the script runs
+On the offline device machine, carry the diffusers wheel (`.whl/`) and first run
+`pip install --no-deps .whl/*.whl`.
 
 Everything is measured side by side in one run (S = 1, L_Square, n samples):
 - raw vmap per-sample gradients/s (per-parameter blocks, nothing concatenated) — the limit;

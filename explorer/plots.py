@@ -31,6 +31,14 @@ def lds_bars(rows: list[dict], split: str) -> go.Figure:
     return _layout(fig, f"LDS on {split} queries (λ tuned on half the subsets, reported on the other half)", 380)
 
 
+def message(text: str) -> go.Figure:
+    """An empty figure that says why there is nothing to plot."""
+    fig = go.Figure()
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return _layout(fig, text, 200)
+
+
 def lds_scatter(pred: np.ndarray, actual: np.ndarray, rho: float, title: str) -> go.Figure:
     fig = go.Figure(go.Scatter(x=pred, y=actual, mode="markers", marker=dict(size=7, color="#54a24b")))
     fig.update_layout(xaxis_title="predicted Σ −score over the subset", yaxis_title="measured L_Simple of the subset model")

@@ -176,7 +176,12 @@ def evaluation(dataset, method, S, bench_index):
     """LDS bars for both splits, the scatter for one benchmark query, the counterfactual table."""
     res = _eval(dataset)
     if res is None:
-        raise gr.Error(f"no evaluation results for {dataset}; run `python -m precompute lds --dataset {dataset}`")
+        counterfactual = _counterfactual(dataset)
+        if not counterfactual[0]:
+            raise gr.Error(f"no evaluation results for {dataset}; run `python -m precompute lds --dataset {dataset}` "
+                           f"and `python -m precompute counterfactual --dataset {dataset}`")
+        no_lds = plots.message(f"No LDS results for {dataset} yet (`python -m precompute lds --dataset {dataset}`)")
+        return no_lds, no_lds, no_lds, *counterfactual
     bench = _benchmark(dataset)
     i = int(bench_index)
     split = "validation" if bench["split"][i] == 0 else "generated"
@@ -186,7 +191,7 @@ def evaluation(dataset, method, S, bench_index):
     pred_path = os.path.join(ASSETS, dataset, "eval", "pred", tag + ".npy")
     row = next((r for r in res["rows"] if (r["method"], r["S"], r["split"]) == (method, S_key, split)), None)
     if row is None or not os.path.exists(pred_path):
-        scatter = plots.lds_scatter(np.zeros(0), np.zeros(0), float("nan"), f"no LDS result for {tag}")
+        scatter = plots.message(f"No LDS result for {tag}")
     else:
         pred = np.load(pred_path, allow_pickle=False)[:, col]
         actual = np.load(os.path.join(ASSETS, dataset, "eval", "outputs.npy"), allow_pickle=False)[:, i]

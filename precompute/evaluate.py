@@ -44,7 +44,7 @@ class EvalConfig:
     n_boot: int = 200
     cf_queries: int = 8
     cf_fraction: float = 0.2  # the paper's 1000 of 5000
-    cf_seed: int = 42
+    cf_seed: int = 42  # picks the counterfactual queries and the random removals
     cf_S: int = 100
     ensemble_models: int = 4
     epochs: int | None = None  # None: the full model's recipe
@@ -67,10 +67,14 @@ def train_job(dataset: str, indices: list[int], out_dir: str, seed: int, device:
     """Train the full recipe on training indices; optionally measure ground-truth outputs."""
     torch.set_num_threads(1)
     done, outputs = os.path.join(out_dir, "done.json"), os.path.join(out_dir, "outputs.npy")
-    if os.path.exists(done):  # trained already (e.g. by the ensemble stage); add ground truth if now asked
-        if queries and not os.path.exists(outputs):
-            save_npy(outputs, ground_truth(load_model(os.path.join(out_dir, "model"), device), queries, gt, device))
-        return out_dir
+    if os.path.exists(done):
+        record = json.load(open(done))
+        if (record.get("n"), record.get("seed")) == (len(indices), seed):
+            # trained already (e.g. by the ensemble stage); add ground truth if now asked
+            if queries and not os.path.exists(outputs):
+                save_npy(outputs, ground_truth(load_model(os.path.join(out_dir, "model"), device), queries, gt, device))
+            return out_dir
+        shutil.rmtree(out_dir)  # a different job left this folder: retrain from scratch
     t0 = time.time()
     ds, unet_cfg, cfg = _recipe(dataset)
     cfg = TrainConfig(**{**asdict(cfg), "seed": seed, "n_checkpoints": 0, **({"epochs": epochs} if epochs else {})})
@@ -246,8 +250,10 @@ def run_counterfactual(dataset: str, device: str = "cpu", engine: str = "local",
         os.replace(tmp, removed_path)
     removed = np.load(removed_path, allow_pickle=False)
     seeds, methods = removed["seeds"], ("random", "trak", "dtrak")
+    # the full model's own training seed, so a retrained model differs from it only by the removed data
+    train_seed = json.load(open(paths.info))["train"]["seed"]
     jobs = [dict(dataset=dataset, indices=cf.keep_indices(n, removed[m][i]).tolist(),
-                 out_dir=os.path.join(runs, "counterfactual", f"{m}_{int(s):03d}"), seed=cfg.cf_seed, device=device,
+                 out_dir=os.path.join(runs, "counterfactual", f"{m}_{int(s):03d}"), seed=train_seed, device=device,
                  epochs=cfg.epochs)
             for m in methods for i, s in enumerate(seeds)]
     t0 = time.time()
@@ -255,7 +261,7 @@ def run_counterfactual(dataset: str, device: str = "cpu", engine: str = "local",
     retrain_s = time.time() - t0
     base = ddim_sample(load_model(paths.model, device), seeds.tolist(), device=device)
     clf = load_classifier(paths.classifier)
-    out = {"k": k, "n": n, "seeds": seeds.tolist(), "methods": {}, "retrain_seconds": retrain_s}
+    out = {"k": k, "n": n, "seeds": seeds.tolist(), "train_seed": train_seed, "methods": {}, "retrain_seconds": retrain_s}
     images = {"original": base.numpy().astype(np.float16)}
     for m in methods:
         regen = torch.cat([ddim_sample(load_model(os.path.join(runs, "counterfactual", f"{m}_{int(s):03d}", "model"), device),

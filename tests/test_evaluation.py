@@ -1,3 +1,4 @@
+import json
 import os
 
 import numpy as np
@@ -72,6 +73,19 @@ def test_removal_excludes_exactly_the_chosen_indices():
     assert np.array_equal(r, cf.random_removal(50, 10, 3, seed=4)) and len(set(r[0])) == 10
 
 
+@pytest.mark.parametrize("dataset", ["digits"])
+def test_shipped_counterfactual_differs_from_the_full_model_only_by_the_removed_data(dataset):
+    ev = os.path.join("assets", dataset, "eval")
+    res = json.load(open(os.path.join(ev, "counterfactual.json")))
+    assert res["train_seed"] == json.load(open(os.path.join("assets", dataset, "train.json")))["train"]["seed"]
+    removed = np.load(os.path.join(ev, "counterfactual_removed.npz"), allow_pickle=False)
+    assert removed["seeds"].tolist() == res["seeds"] and res["k"] == round(0.2 * res["n"])
+    for m in ("random", "trak", "dtrak"):
+        assert removed[m].shape == (8, res["k"]) and all(len(set(row)) == res["k"] for row in removed[m])
+        assert len(res["methods"][m]["l2"]) == 8
+    assert not np.array_equal(removed["trak"], removed["dtrak"])
+
+
 def test_retraining_is_deterministic_and_resumes(tmp_path):
     from explorer.models import ddim_sample, load_model
     from precompute.evaluate import train_job
@@ -89,10 +103,12 @@ def test_retraining_is_deterministic_and_resumes(tmp_path):
     assert np.load(tmp_path / "a" / "outputs.npy").shape == (200,)
     imgs = [ddim_sample(load_model(str(tmp_path / n / "model")), [7], steps=10) for n in ("a", "b")]
     assert torch.equal(imgs[0], imgs[1])  # same data + seed → same regenerated image
+    train_job(**{**jobs[1], "seed": 7})  # a folder another seed left behind is retrained, not reused
+    assert json.load(open(tmp_path / "b" / "done.json"))["seed"] == 7
+    assert not torch.equal(ddim_sample(load_model(str(tmp_path / "b" / "model")), [7], steps=10), imgs[0])
 
 
 def test_shipped_lds_results_are_consistent():
-    import json
     path = os.path.join("assets", "digits", "eval", "lds.json")
     res = json.load(open(path))
     rows = {(r["method"], r["S"], r["split"]): r for r in res["rows"]}

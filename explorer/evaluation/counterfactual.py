@@ -1,7 +1,7 @@
-"""Counterfactual evaluation: remove the top-k proponents of a generated image, retrain with a
-fixed seed, regenerate from the same initial noise (DDIM, η = 0) and measure how far the image
-moved: pixel L2 on [-1, 1] (larger = the removed images mattered more) and embedding cosine
-(smaller = moved more)."""
+"""Counterfactual evaluation: remove the top-k proponents of a generated image, retrain with the
+full model's own seed (so only the removed data differs), regenerate from the same initial noise
+(DDIM, η = 0) and measure how far the image moved: pixel L2 on [-1, 1] (larger = the removed
+images mattered more) and embedding cosine (smaller = moved more)."""
 from __future__ import annotations
 
 import numpy as np
