@@ -73,7 +73,7 @@ def test_removal_excludes_exactly_the_chosen_indices():
     assert np.array_equal(r, cf.random_removal(50, 10, 3, seed=4)) and len(set(r[0])) == 10
 
 
-@pytest.mark.parametrize("dataset", ["digits"])
+@pytest.mark.parametrize("dataset", ["digits", "shapes"])
 def test_shipped_counterfactual_differs_from_the_full_model_only_by_the_removed_data(dataset):
     ev = os.path.join("assets", dataset, "eval")
     res = json.load(open(os.path.join(ev, "counterfactual.json")))

@@ -41,6 +41,13 @@ def test_compare_and_evaluation_in_process():
     assert Image.open(cf_gallery[0][0]).size == (96, 96)
 
 
+def test_evaluation_without_lds_still_shows_the_counterfactual():
+    from explorer import ui
+    val, gen, scatter, cf_gallery, cf_table = ui.evaluation("shapes", "dtrak", 10, 0)
+    assert "No LDS results for shapes" in val.layout.title.text and not val.data
+    assert len(cf_gallery) == 8 * 4 and "| dtrak |" in cf_table
+
+
 def test_timestep_walk_in_process():
     """At t = 0 the noised query is the query; at t = 999 it is noise; attribution changes along t."""
     from explorer import ui
