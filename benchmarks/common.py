@@ -3,6 +3,7 @@ import json
 import time
 
 import numpy as np
+import torch
 
 
 def per_second(fn, n: int, reps: int = 2) -> float:
@@ -26,3 +27,11 @@ def report(result: dict, out: str | None) -> None:
     if out:
         with open(out, "w") as f:
             json.dump(result, f, indent=1)
+
+
+def legacy_countsketch(proj):
+    """The projector before per-parameter blocks: cat, multiply by signs, scatter into k slots."""
+    slot = proj.slot.long()
+    bucket, sign = slot % proj.k, torch.where(slot < proj.k, 1.0, -1.0)
+    return lambda parts: torch.zeros(parts[0].shape[0], proj.k, device=bucket.device).index_add_(
+        1, bucket, torch.cat(parts, dim=1) * sign)

@@ -4,6 +4,7 @@
 - raw per-sample gradients/s (S = 10, L_Square; vmap output as per-parameter blocks, nothing
   concatenated) — the limit;
 - projected features/s at k = 4096 with CountSketch and with the block-generated Gaussian;
+- the CountSketch projection alone vs its legacy form (concatenate, multiply by signs, scatter);
 - query latency of an uploaded image attributed with D-TRAK S = 10 against cached features (p50/p95)."""
 import argparse
 import time
@@ -12,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from benchmarks.common import per_second, percentiles, report
+from benchmarks.common import legacy_countsketch, per_second, percentiles, report
 from explorer.attribution.features import FeatureComputer, FeatureSpec
 from explorer.attribution.timesteps import TimestepStrategy
 from explorer.engine import Engine
@@ -34,6 +35,10 @@ def main():
     runs = {"raw_gradients": lambda: [g for _, g in fc.grads.chunks(x, eps, fc.ts)],
             **{f"{p}_features": (lambda f: lambda: [f.projector(g) for _, g in f.grads.chunks(x, eps, f.ts)])(f)
                for p, f in fcs.items()}}
+    blocks = [parts for _, parts in fc.grads.chunks(x, eps, fc.ts)]  # projection alone, on the same gradients
+    legacy = legacy_countsketch(fc.projector)
+    runs.update(countsketch_projection=lambda: [fc.projector(b) for b in blocks],
+                legacy_countsketch_projection=lambda: [legacy(b) for b in blocks])
     rates = {name: [] for name in runs}
     for _ in range(args.rounds):  # interleaved rounds, medians: this machine is noisy
         for name, fn in runs.items():
@@ -41,6 +46,7 @@ def main():
     res["rounds"] = args.rounds
     res.update({f"{name}_per_s": float(np.median(r)) for name, r in rates.items()})
     res["countsketch_over_raw"] = res["countsketch_features_per_s"] / res["raw_gradients_per_s"]
+    res["projection_over_legacy"] = res["countsketch_projection_per_s"] / res["legacy_countsketch_projection_per_s"]
     res["countsketch_over_gaussian"] = res["countsketch_features_per_s"] / res["gaussian_features_per_s"]
     img = Image.fromarray((np.random.default_rng(0).random((32, 32)) * 255).astype(np.uint8))
     eng.attribute(eng.query_upload(img), "dtrak", TimestepStrategy("uniform", 10))  # warm: kernel + mmap

@@ -22,7 +22,7 @@ import time
 import numpy as np
 import torch
 
-from benchmarks.common import report
+from benchmarks.common import legacy_countsketch, report
 from explorer.attribution.features import FeatureComputer, FeatureSpec
 from explorer.attribution.timesteps import TimestepStrategy
 from explorer.models import UNetConfig, make_unet
@@ -49,14 +49,6 @@ def rate(fn, n, device, reps):
         fn()
     sync(device)
     return n * reps / (time.perf_counter() - t)
-
-
-def legacy_countsketch(proj):
-    """The projector before per-parameter blocks: cat, multiply by signs, scatter into k slots."""
-    slot = proj.slot.long()
-    bucket, sign = slot % proj.k, torch.where(slot < proj.k, 1.0, -1.0)
-    return lambda parts: torch.zeros(parts[0].shape[0], proj.k, device=bucket.device).index_add_(
-        1, bucket, torch.cat(parts, dim=1) * sign)
 
 
 def overlapped(fc, x, eps, chunk, precision):
