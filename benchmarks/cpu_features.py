@@ -49,11 +49,11 @@ def main():
     res["projection_over_legacy"] = res["countsketch_projection_per_s"] / res["legacy_countsketch_projection_per_s"]
     res["countsketch_over_gaussian"] = res["countsketch_features_per_s"] / res["gaussian_features_per_s"]
     img = Image.fromarray((np.random.default_rng(0).random((32, 32)) * 255).astype(np.uint8))
-    eng.attribute(eng.query_upload(img), "dtrak", TimestepStrategy("uniform", 10))  # warm: kernel + mmap
+    eng.attribute(eng.task.upload(img), "dtrak", TimestepStrategy("uniform", 10))  # warm: kernel + mmap
     lat = []
     for _ in range(30):
         t = time.perf_counter()
-        eng.attribute(eng.query_upload(img), "dtrak", TimestepStrategy("uniform", 10))
+        eng.attribute(eng.task.upload(img), "dtrak", TimestepStrategy("uniform", 10))
         lat.append(time.perf_counter() - t)
     res["upload_query_latency_s"] = percentiles(lat)
     report(res, args.out)

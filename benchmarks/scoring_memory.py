@@ -19,7 +19,7 @@ def child(n_queries: int) -> dict:
     from explorer.engine import Engine
     eng = Engine("digits")
     n = len(eng.data.train_idx)
-    queries = [eng.query_train(i % n) for i in range(n_queries)]
+    queries = [eng.task.train_query(i % n) for i in range(n_queries)]
     for j, q in enumerate(queries):
         q.uid = 30_000_000 + j  # distinct noise per query, as distinct images would have
     start_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -1,5 +1,7 @@
-"""On-disk feature caches: one folder per feature set with ``manifest.json`` and
-``features.npy`` (float16, loaded memory-mapped with ``allow_pickle=False``).
+"""On-disk feature caches: one folder per feature set with ``manifest.json``, ``features.npy``
+(float16 rows scaled to max |entry| = 1, loaded memory-mapped with ``allow_pickle=False``) and
+``scale.npy`` (each row's float32 scale), so φ_i = scale_i · row_i keeps float16's relative
+precision whatever the gradients' magnitude. ``load`` returns an ``attribution.kernel.Features``.
 
 Writes are atomic (temp file, then ``os.replace``) and resumable: rows are written in shards
 ``shard_XXXXX.npy`` that survive an interruption, then joined into ``features.npy``. A cache
@@ -12,11 +14,14 @@ import json
 import os
 import shutil
 import time
+import uuid
 from typing import Callable, Iterator
 
 import numpy as np
 
-FORMAT_VERSION = 1
+from .attribution.kernel import Features
+
+FORMAT_VERSION = 2  # 2: per-row scale; sketches of different k independent
 SHARD_ROWS = 256
 
 
@@ -32,18 +37,46 @@ def file_sha256(path: str) -> str:
     return h.hexdigest()
 
 
+def _tmp(path: str) -> str:
+    """A temporary name next to ``path`` that no other process or thread uses."""
+    return f"{path}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+
+
+def atomic_write(path: str, write: Callable[[str], None]) -> None:
+    """``write(tmp)`` then rename onto ``path``: readers see the old file or the new one, never half."""
+    tmp = _tmp(path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
 def save_npy(path: str, arr: np.ndarray) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        np.save(f, arr, allow_pickle=False)
-    os.replace(tmp, path)
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            np.save(f, arr, allow_pickle=False)
+    atomic_write(path, write)
+
+
+def save_npz(path: str, **arrays) -> None:
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+    atomic_write(path, write)
 
 
 def write_json(path: str, obj) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1, sort_keys=True)
-    os.replace(tmp, path)
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=1, sort_keys=True)
+    atomic_write(path, write)
+
+
+def read_json(path: str) -> dict:
+    with open(path) as f:
+        return json.load(f)
 
 
 def load_npy(path: str, mmap: bool = True) -> np.ndarray:
@@ -54,15 +87,19 @@ def load_npy(path: str, mmap: bool = True) -> np.ndarray:
 
 
 def build(folder: str, expected: dict, n: int, rows: Callable[[int, int], Iterator[tuple[slice, np.ndarray]]],
-          progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+          progress: Callable[[int, int], None] | None = None) -> Features:
     """Build (or resume) the cache in ``folder``. ``rows(start, stop)`` yields (slice, features)
-    for rows start..stop-1; every SHARD_ROWS rows are saved as one shard. Returns the array."""
+    for rows start..stop-1; every SHARD_ROWS rows are saved as one shard (scaled float16 rows and
+    their scales). The shards are then copied into one memory-mapped file, never all in memory."""
     os.makedirs(folder, exist_ok=True)
     manifest_path = os.path.join(folder, "manifest.json")
     if os.path.exists(manifest_path):
-        old = json.load(open(manifest_path))
-        if {k: old.get(k) for k in expected} != expected:  # a different build: start over
-            shutil.rmtree(folder)
+        try:
+            old = read_json(manifest_path)
+        except json.JSONDecodeError:
+            old = {}
+        if {k: old.get(k) for k in expected} != expected or old.get("format_version") != FORMAT_VERSION:
+            shutil.rmtree(folder)  # a different build: start over
             os.makedirs(folder)
     write_json(manifest_path, {**expected, "format_version": FORMAT_VERSION, "n": n, "complete": False})
     shards = []
@@ -75,28 +112,42 @@ def build(folder: str, expected: dict, n: int, rows: Callable[[int, int], Iterat
         block = None
         for sl, phi in rows(start, stop):
             if block is None:
-                block = np.empty((stop - start, phi.shape[1]), np.float16)
+                block = np.empty((stop - start, phi.shape[1]), np.float32)
             block[sl.start - start:sl.stop - start] = phi
-        save_npy(path, block)
+        scale = np.abs(block).max(1)
+        scale[scale == 0] = 1
+        save_npy(path, np.concatenate([(block / scale[:, None]).astype(np.float16),
+                                       scale.astype(np.float32).view(np.float16).reshape(-1, 2)], 1))
         if progress:
             progress(stop, n)
-    arr = np.concatenate([np.load(p, allow_pickle=False) for p in shards])
-    save_npy(os.path.join(folder, "features.npy"), arr)
-    write_json(manifest_path, {**expected, "format_version": FORMAT_VERSION, "n": n, "complete": True,
-                               "k": int(arr.shape[1]), "sha256": file_sha256(os.path.join(folder, "features.npy")),
+    k = np.load(shards[0], mmap_mode="r").shape[1] - 2
+    out_path, scale = os.path.join(folder, "features.npy"), np.empty(n, np.float32)
+
+    def write(tmp):
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(n, k))
+        for i, p in enumerate(shards):
+            shard = np.load(p, allow_pickle=False)
+            out[i * SHARD_ROWS:i * SHARD_ROWS + len(shard)] = shard[:, :k]
+            scale[i * SHARD_ROWS:i * SHARD_ROWS + len(shard)] = np.ascontiguousarray(shard[:, k:]).view(np.float32)[:, 0]
+        out.flush()
+        del out
+    atomic_write(out_path, write)
+    save_npy(os.path.join(folder, "scale.npy"), scale)
+    write_json(manifest_path, {**expected, "format_version": FORMAT_VERSION, "n": n, "complete": True, "k": int(k),
+                               "sha256": file_sha256(out_path), "scale_sha256": file_sha256(os.path.join(folder, "scale.npy")),
                                "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
     for p in shards:
         os.remove(p)
     return load(folder, expected)
 
 
-def load(folder: str, expected: dict, verify: bool = True) -> np.ndarray:
+def load(folder: str, expected: dict, verify: bool = True) -> Features:
     """The cached features, memory-mapped, after checking the manifest against ``expected``."""
     manifest_path = os.path.join(folder, "manifest.json")
     if not os.path.exists(manifest_path):
         raise CacheError(f"no feature cache at {folder}; build it with `python -m precompute features`")
     try:
-        m = json.load(open(manifest_path))
+        m = read_json(manifest_path)
     except json.JSONDecodeError as e:
         raise CacheError(f"{manifest_path} is corrupt; delete {folder} and rebuild") from e
     if m.get("format_version") != FORMAT_VERSION:
@@ -107,10 +158,11 @@ def load(folder: str, expected: dict, verify: bool = True) -> np.ndarray:
         if m.get(k) != v:
             raise CacheError(f"stale cache {folder}: {k} is {m.get(k)!r} but the current one is {v!r}; "
                              f"rebuild with `python -m precompute features`")
-    path = os.path.join(folder, "features.npy")
-    if verify and (not os.path.exists(path) or file_sha256(path) != m.get("sha256")):
-        raise CacheError(f"{path} does not match its manifest checksum (corrupt or truncated); delete {folder} and rebuild")
-    arr = load_npy(path)
-    if arr.shape[0] != m["n"]:
+    path, scale_path = os.path.join(folder, "features.npy"), os.path.join(folder, "scale.npy")
+    for p, key in ((path, "sha256"), (scale_path, "scale_sha256")):
+        if verify and (not os.path.exists(p) or file_sha256(p) != m.get(key)):
+            raise CacheError(f"{p} does not match its manifest checksum (corrupt or truncated); delete {folder} and rebuild")
+    arr, scale = load_npy(path), load_npy(scale_path, mmap=False)
+    if arr.shape[0] != m["n"] or scale.shape != (m["n"],):
         raise CacheError(f"{path} has {arr.shape[0]} rows, manifest says {m['n']}; rebuild")
-    return arr
+    return Features(arr, scale)

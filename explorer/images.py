@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
@@ -35,12 +35,26 @@ def grid(x: torch.Tensor, ncol: int = 8, scale: int = 4, pad: int = 1) -> Image.
     return canvas
 
 
-def png_file(x: torch.Tensor, scale: int, folder: str) -> str:
+def labelled(x: torch.Tensor, size: int, lines: list[str]) -> Image.Image:
+    """A square tile: the image upscaled by an integer factor (nearest neighbour, crisp pixels) above
+    ``lines`` of text on white. Square, so a gallery never crops it; the caption never covers pixels."""
+    strip = 14 * len(lines) + 4
+    img = to_pil(x, max(1, (size - strip) // x.shape[-1])).convert("RGB")
+    font = ImageFont.load_default(size=12)
+    canvas = Image.new("RGB", (size, size), (255, 255, 255))
+    canvas.paste(img, ((size - img.width) // 2, 0))
+    draw = ImageDraw.Draw(canvas)
+    for i, t in enumerate(lines):
+        draw.text((size / 2, img.height + 2 + 14 * i), t, fill=(20, 20, 20), font=font, anchor="ma")
+    return canvas
+
+
+def png_file(x: torch.Tensor | Image.Image, scale: int, folder: str) -> str:
     """``to_pil(x, scale)`` as a PNG under ``folder``, named by its content hash and written once
     (temporary file, then rename): concurrent requests that show the same image never see a file
     being rewritten, and the pixels stay exact (no lossy re-encoding)."""
     buf = io.BytesIO()
-    to_pil(x, scale).save(buf, format="PNG")
+    (x if isinstance(x, Image.Image) else to_pil(x, scale)).save(buf, format="PNG")
     data = buf.getvalue()
     path = os.path.join(folder, hashlib.sha1(data).hexdigest()[:20] + ".png")
     if not os.path.exists(path):

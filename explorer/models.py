@@ -99,6 +99,17 @@ def add_noise(x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor, abar: torch.
     return a.sqrt() * x0 + (1 - a).sqrt() * eps
 
 
+def predict_x0(model: UNet2DModel, x0: torch.Tensor, eps: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x_t, x̂₀) for images x0 (N, C, H, W) noised with ε at timestep t, where
+    x̂₀ = (x_t − √(1−ᾱ_t) ε_θ(x_t, t)) / √ᾱ_t, clamped to [−1, 1]."""
+    abar = alphas_cumprod()
+    tt = torch.full((x0.shape[0],), int(t))
+    xt = add_noise(x0, eps, tt, abar)
+    with torch.no_grad():
+        pred = model(xt, tt).sample
+    return xt, ((xt - (1 - abar[t]).sqrt() * pred) / abar[t].sqrt()).clamp(-1, 1)
+
+
 def lr_lambda(total_steps: int, warmup_fraction: float) -> Callable[[int], float]:
     warm = max(1, int(total_steps * warmup_fraction))
 

@@ -53,3 +53,8 @@ class AssetPaths:
         """Intermediate checkpoints in training order; the final model is the last entry."""
         names = sorted(os.listdir(self.checkpoints)) if os.path.isdir(self.checkpoints) else []
         return [os.path.join(self.checkpoints, n) for n in names] + [self.model]
+
+    def ensemble_dirs(self) -> list[str]:
+        """Models trained on 50 % subsets (the ensemble methods average over them)."""
+        folder = os.path.join(self.base, "ensemble")
+        return [os.path.join(folder, n) for n in sorted(os.listdir(folder))] if os.path.isdir(folder) else []

@@ -18,17 +18,21 @@ def class_mix(counts: np.ndarray, classes: list[str], title: str) -> go.Figure:
     return _layout(go.Figure(go.Bar(x=classes, y=counts, marker_color="#f58518")), title)
 
 
-def lds_bars(rows: list[dict], split: str) -> go.Figure:
-    """LDS (%) per method × S with the bootstrap 95 % interval as error bars."""
+def lds_bars(rows: list[dict], split: str, labels: dict[str, str]) -> go.Figure:
+    """LDS (%) per method × S with the bootstrap 95 % interval as error bars; ``labels`` are the
+    methods' display names."""
     fig = go.Figure()
     for S in sorted({r["S"] for r in rows if r["split"] == split}, key=lambda s: (s is None, s or 0)):
         sel = [r for r in rows if r["split"] == split and r["S"] == S]
-        fig.add_bar(name="no timesteps" if S is None else f"S = {S}", x=[r["method"] for r in sel],
+        fig.add_bar(name="no timesteps" if S is None else f"S = {S}", x=[labels.get(r["method"], r["method"]) for r in sel],
                     y=[100 * r["lds"] for r in sel],
                     error_y=dict(type="data", symmetric=False, array=[100 * (r["ci"][1] - r["lds"]) for r in sel],
                                  arrayminus=[100 * (r["lds"] - r["ci"][0]) for r in sel]))
-    fig.update_layout(barmode="group", yaxis_title="LDS (%)")
-    return _layout(fig, f"LDS on {split} queries (λ tuned on half the subsets, reported on the other half)", 380)
+    fig.update_layout(barmode="group", yaxis_title="LDS (%)", legend=dict(orientation="h", y=1.02, x=1, xanchor="right"),
+                      xaxis_tickangle=-40)
+    fig = _layout(fig, f"LDS, {split} images", 420)
+    fig.update_layout(margin=dict(l=50, r=10, t=60, b=130))
+    return fig
 
 
 def message(text: str) -> go.Figure:
@@ -41,5 +45,7 @@ def message(text: str) -> go.Figure:
 
 def lds_scatter(pred: np.ndarray, actual: np.ndarray, rho: float, title: str) -> go.Figure:
     fig = go.Figure(go.Scatter(x=pred, y=actual, mode="markers", marker=dict(size=7, color="#54a24b")))
-    fig.update_layout(xaxis_title="predicted Σ −score over the subset", yaxis_title="measured L_Simple of the subset model")
-    return _layout(fig, f"{title} — Spearman ρ = {rho:.3f}", 340)
+    fig.update_layout(xaxis_title="predicted loss (Σ −score over the half)", yaxis_title="measured loss of the retrained model")
+    fig = _layout(fig, f"{title}<br>Spearman ρ = {rho:.2f}", 360)
+    fig.update_layout(margin=dict(l=60, r=10, t=60, b=50))
+    return fig

@@ -1,34 +1,52 @@
 """Gradio layout and callbacks. No math here: every number comes from ``explorer.engine``,
-``explorer.compare`` or the shipped evaluation results; figures from ``explorer.plots``."""
+``explorer.compare``, ``explorer.task`` or the shipped evaluation results; figures from
+``explorer.plots``; names from the methods registry.
+
+Errors a visitor can cause end in a message on the control or panel concerned; the other panels
+keep what they showed. Slow work (building missing training features) is a separate, shared
+event with an estimate shown before it starts; answers from stored or cached features never
+queue behind it."""
 from __future__ import annotations
 
-import json
+import logging
 import os
-from functools import lru_cache
+import threading
+from functools import lru_cache, wraps
 
 import gradio as gr
 import numpy as np
 import torch
 
 from . import ASSETS, CACHE, plots
-from .attribution.features import GENERATED_UID
 from .attribution.methods import METHODS, get_method
 from .attribution.outputs import OUTPUT_FUNCTIONS
-from .attribution.timesteps import TimestepStrategy
+from .attribution.timesteps import T, TimestepStrategy
 from .cache import CacheError
 from .compare import class_mix, overlap_at_k, spearman
 from .data import ImageError, open_image
-from .engine import Engine, Query, tuned_lambda
-from .images import png_file
-from .models import CheckpointError, add_noise, alphas_cumprod
-from .paths import AssetPaths
+from .engine import Attribution, Engine
+from .evaluation.results import s_key
+from .images import labelled, png_file
+from .models import CheckpointError
+from .store import BuildStopped
 
+log = logging.getLogger("explorer")
 MAX_UPLOAD_MB = 20
-METHOD_CHOICES = [(f"{m.group} · {m.label}", m.name) for m in METHODS.values()]
+MAX_SEED = 2**32 - 1
+THUMB = 112
+METHOD_CHOICES = [(m.label, m.name) for m in METHODS.values()]
+STRATEGY_CHOICES = [("Uniform grid (the paper's)", "uniform"), ("Random", "random"), ("First S (t = 0…S−1)", "cumulative")]
+PROJECTIONS = [("Exact (no projection)", "exact"), ("CountSketch, k = 4096", "countsketch4096"),
+               ("CountSketch, k = 1024", "countsketch1024")]
+TIMESTEP_PROJECTION = "countsketch4096"  # per-timestep views: one small feature set per t
+LEFT: set[str] = set()  # sessions whose page was closed (their builds stop when nobody else waits)
 
 
-def _png(x: torch.Tensor, scale: int) -> str:
-    """Images go to the page as PNG files written once (exact pixels; safe under concurrent requests)."""
+class Problem(Exception):
+    """A message for the visitor, in their words."""
+
+
+def _png(x, scale: int = 1) -> str:
     return png_file(x, scale, os.path.join(CACHE, "png"))
 
 
@@ -36,209 +54,389 @@ def available_datasets() -> list[str]:
     return sorted(d for d in os.listdir(ASSETS) if os.path.exists(os.path.join(ASSETS, d, "model", "config.json")))
 
 
-@lru_cache(maxsize=4)
-def engine(dataset: str) -> Engine:
+@lru_cache(maxsize=8)
+def engine(dataset: str, projection: str | None = None) -> Engine:
     if dataset not in available_datasets():
-        raise gr.Error(f"no model for {dataset!r} under assets/; train one with `python -m precompute train --dataset {dataset}`")
-    return Engine(dataset)
+        raise Problem(f"There is no model called {dataset!r}.")
+    if projection in (None, "default"):
+        return Engine(dataset)
+    if projection == "exact":
+        return Engine(dataset, projector="exact")
+    return Engine(dataset, projector="countsketch", k=int(projection.removeprefix("countsketch")))
+
+
+def default_projection(dataset: str) -> str:
+    return engine(dataset).store.projection
+
+
+def warm_up(dataset: str) -> threading.Thread:
+    """Loads (or builds, once, in the background) what an uploaded image needs at once: D-TRAK and
+    TRAK at S = 10 with the default projection, and their kernels."""
+    def run():
+        eng = engine(dataset)
+        for name in ("dtrak", "trak"):
+            try:
+                eng.attribute(eng.benchmark_query(0) if eng.results.has_queries else eng.task.val_query(0), name)
+            except (CacheError, BuildStopped, ValueError) as e:
+                log.warning("warm-up of %s %s: %s", dataset, name, e)
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+def friendly(n_outputs: int, status_index: int = 0):
+    """Turns a visitor's error into a message in the status output; the other outputs keep their content."""
+    def wrap(fn):
+        @wraps(fn)
+        def inner(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except (Problem, ImageError) as e:
+                msg = str(e)
+            except CheckpointError:
+                msg = "This model's files are missing or damaged; the maintainer has to retrain it."
+            except CacheError:
+                msg = "The stored training features for this choice are not available."
+            except BuildStopped:
+                msg = "The computation was stopped because its page was closed; it resumes where it stopped next time."
+            except Exception:  # noqa: BLE001 - the visitor gets one sentence, the log gets the trace
+                log.exception("unexpected error in %s", fn.__name__)
+                msg = "Something went wrong on the server (it has been logged). Try another choice."
+            out = [gr.skip()] * n_outputs
+            out[status_index] = gr.update(value=f"⚠️ {msg}", visible=True)
+            return out
+        return inner
+    return wrap
+
+
+# ---- queries ----
+def make_query(dataset: str, source: str, seed, steps, bench_index, upload, invert: bool = False,
+               trajectory: bool = False):
+    """The query the visitor gave last: a benchmark image, a generated seed, or an upload."""
+    eng = engine(dataset)
+    if source == "benchmark":
+        if not eng.results.has_queries:
+            raise Problem("This model has no benchmark images; generate an image or upload one.")
+        n = len(eng.results.queries["x"])
+        if bench_index is None or not 0 <= int(bench_index) < n:
+            raise Problem(f"Pick a benchmark image between 0 and {n - 1}.")
+        return eng.benchmark_query(int(bench_index), trajectory)
+    if source == "generate":
+        check_seed(seed)
+        if steps is None or not 5 <= int(steps) <= 100:
+            raise Problem("DDIM steps must be between 5 and 100.")
+        return _generated(dataset, int(seed), int(steps))
+    if upload is None:
+        raise Problem("No image uploaded yet: use “Upload your own image”.")
+    if os.path.getsize(upload) == 0:
+        raise Problem("The uploaded file is empty: choose a PNG or JPEG image.")
+    if os.path.getsize(upload) > MAX_UPLOAD_MB * 2**20:
+        raise Problem(f"The upload is larger than {MAX_UPLOAD_MB} MB: downscale it first.")
+    try:
+        q = eng.task.upload(open_image(upload))
+    except ImageError as e:
+        raise Problem(str(e).split(" (")[0] + ". Upload a PNG or JPEG image.") from e
+    if invert:
+        q.x = -q.x
+    return q
+
+
+def check_seed(seed) -> None:
+    if seed is None or not float(seed).is_integer() or not 0 <= float(seed) <= MAX_SEED:
+        raise Problem(f"The seed must be a whole number from 0 to {MAX_SEED:,}.")
 
 
 @lru_cache(maxsize=64)
-def _generated(dataset: str, seed: int, steps: int) -> Query:
-    return engine(dataset).query_generated(seed, steps)
+def _generated(dataset: str, seed: int, steps: int):
+    return engine(dataset).task.generated(seed, steps)
 
 
-@lru_cache(maxsize=4)
-def _benchmark(dataset: str) -> dict | None:
-    """The benchmark queries (read once per dataset)."""
-    path = os.path.join(ASSETS, dataset, "eval", "queries.npz")
-    return dict(np.load(path, allow_pickle=False)) if os.path.exists(path) else None
-
-
-def scale_for(dataset: str) -> int:
-    return max(1, 96 // engine(dataset).data.resolution)
-
-
-def make_query(dataset: str, source: str, seed: float, steps: float, bench_index: float, upload,
-               trajectory: bool = False) -> Query:
-    """A query from the page's inputs; user errors become one clear message. Generated benchmark
-    queries are read from the benchmark file unless their DDIM ``trajectory`` is needed."""
+def describe_query(dataset: str, q, source: str, bench_index) -> str:
+    """One or two sentences: what the query is and what the classifier thinks it shows."""
     eng = engine(dataset)
-    if source == "generate":
-        return _generated(dataset, int(seed), int(steps))
+    fam = eng.task.familiarity(q.x)
+    guess = f"the classifier reads it as **{fam['label']}** ({fam['confidence']:.0%} confident)"
     if source == "benchmark":
-        bench = _benchmark(dataset)
-        if bench is None:
-            raise gr.Error("this model has no benchmark queries; run `python -m precompute lds`")
-        i = int(bench_index)
-        if not 0 <= i < len(bench["x"]):
-            raise gr.Error(f"benchmark index must be in 0..{len(bench['x']) - 1}")
-        kind = "val" if bench["split"][i] == 0 else "generated"
-        if kind == "generated" and trajectory:
-            return _generated(dataset, int(bench["uid"][i] - GENERATED_UID), 50)
-        label = (f"seed {int(bench['uid'][i] - GENERATED_UID)}" if kind == "generated"
-                 else eng.data.classes[int(eng.data.val_labels[int(bench["val_pos"][i])])])
-        return Query(kind, torch.from_numpy(bench["x"][i].astype(np.float32)), int(bench["uid"][i]), label)
-    if upload is None:
-        raise gr.Error("no file uploaded: choose a PNG or JPEG image")
-    path = upload if isinstance(upload, str) else getattr(upload, "name", upload)
-    if os.path.getsize(path) == 0:
-        raise gr.Error("the uploaded file is empty: choose a PNG or JPEG image")
-    if os.path.getsize(path) > MAX_UPLOAD_MB * 2**20:
-        raise gr.Error(f"the upload is larger than {MAX_UPLOAD_MB} MB: downscale it first")
-    try:
-        return eng.query_upload(open_image(path))
-    except ImageError as e:
-        raise gr.Error(str(e)) from e
+        split, col = eng.results.split_of(int(bench_index))
+        what = (f"Benchmark image #{int(bench_index)}: validation image {col} (label {q.label}), never trained on"
+                if split == "validation" else f"Benchmark image #{int(bench_index)}: generated image {col} (seed {col})")
+    elif source == "generate":
+        what = f"Generated by the model from seed {q.uid - 10_000_000} (DDIM, deterministic)"
+    else:
+        what = "Your upload, converted to the model's format"
+    text = f"{what}; {guess}."
+    if source == "upload":
+        if fam["inverted"]:
+            text += (" ⚠️ Its colours look **inverted** compared with the training images (light background) — "
+                     "tick *Invert colours* to use it the way the model saw its training data.")
+        elif fam["unusual"]:
+            text += (f" ⚠️ It is **unlike the training data** (its distance to the nearest training image, "
+                     f"{fam['distance']:.1f}, is beyond what 99 % of real held-out images show, {fam['p99']:.1f}): "
+                     f"attributions of such an image mean little, since no training image explains it.")
+    return text
 
 
-def _strategy(kind: str, S: float) -> TimestepStrategy:
+# ---- galleries ----
+def gallery(eng: Engine, idx, scores, stability=None, draws: int = 0) -> list:
+    labels = eng.data.train_labels.numpy()
+    out = []
+    for r, (i, s) in enumerate(zip(idx, scores)):
+        lines = [f"#{r + 1} · {eng.data.classes[labels[i]]}", f"{s:.3g}"]
+        if stability is not None:
+            lines[1] += f" · {int(stability[i])}/{draws}"
+        out.append((_png(labelled(eng.data.train_x[i], THUMB, lines)), None))
+    return out
+
+
+def _strategy(kind: str, S) -> TimestepStrategy:
+    if S is None or int(S) not in (1, 10, 100, 1000):
+        raise Problem("S must be 1, 10, 100 or 1000.")
     return TimestepStrategy(kind, int(S))
 
 
-def _gallery(eng: Engine, idx: np.ndarray, scores: np.ndarray, scale: int) -> list:
-    labels = eng.data.train_labels.numpy()
-    return [(_png(eng.data.train_x[i], scale), f"#{r + 1} · score {s:.3g} · train {i} · label {eng.data.classes[labels[i]]}")
-            for r, (i, s) in enumerate(zip(idx, scores))]
+def _lam(lam):
+    if lam is None or lam == "":
+        return None
+    if float(lam) <= 0:
+        raise Problem("λ must be positive (leave it empty to use the λ tuned by LDS).")
+    return float(lam)
 
 
-def _attribute(dataset, source, seed, steps, bench_index, upload, method, strategy, S, lam, k, progress):
-    eng = engine(dataset)
+def _settings_text(eng: Engine, res: Attribution) -> str:
+    m = get_method(res.method)
+    parts = [f"**{m.label}**"]
+    if res.strategy is not None:
+        parts.append(res.strategy.label)
+    if res.lam is not None:
+        parts.append(f"λ = {res.lam:g}")
+    if res.projection is not None:
+        parts.append("exact gradients (no projection)" if res.projection == "exact"
+                     else f"CountSketch k = {res.projection.removeprefix('countsketch')}")
+    if res.stored:
+        parts.append("read from the stored benchmark results")
+    return " · ".join(parts)
+
+
+def _compute(dataset, source, seed, steps, bench_index, upload, invert, method, strategy, S, projection, lam, k):
+    """(engine, query, attribution) — or a Problem naming what is missing and what it would cost."""
     m = get_method(method)
-    q = make_query(dataset, source, seed, steps, bench_index, upload, trajectory=m.query == "journey")
-    if m.query == "journey" and q.trajectory is None:
-        raise gr.Error("Journey-TRAK follows the DDIM trajectory: pick a generated query")
-    if m.uses_lambda and lam is not None and float(lam) <= 0:
-        raise gr.Error("λ must be positive (empty: the λ tuned by LDS)")
-    lam = float(lam) if m.uses_lambda and lam is not None else None
-    try:
-        res = (eng.benchmark_attribution(int(bench_index), method, S, lam, int(k))
-               if source == "benchmark" and strategy == "uniform" else None)
-        res = res or eng.attribute(q, method, _strategy(strategy, S), lam, int(k),
-                                   progress=lambda a, b: progress(a / b, desc=f"building training features {a}/{b}"))
-    except (CacheError, CheckpointError, ValueError) as e:
-        raise gr.Error(str(e)) from e
+    eng = engine(dataset, projection)
+    lam = _lam(lam) if m.uses_lambda else None
+    st = _strategy(strategy, S) if m.uses_timesteps else None
+    if m.generated_only and source != "generate" and not (
+            source == "benchmark" and eng.results.has_queries and eng.results.split_of(int(bench_index))[0] == "generated"):
+        raise Problem(f"{m.label} follows a generated image's sampling path: pick a generated image.")
+    q = make_query(dataset, source, seed, steps, bench_index, upload, invert, trajectory=m.generated_only)
+    res = None
+    if source == "benchmark" and strategy == "uniform":
+        res = eng.benchmark_attribution(int(bench_index), method, S, lam, int(k))
+    if res is None:
+        if not eng.ready(m, st):
+            raise NotReady(eng, m, st)
+        res = eng.attribute(q, m, st, lam, int(k), build=False)
     return eng, q, res
 
 
-def attribute(dataset, source, seed, steps, bench_index, upload, method, strategy, S, lam, k, progress=gr.Progress()):
-    """Query → proponents, opponents, histogram, class mix, the query image as the model sees it."""
-    eng, q, res = _attribute(dataset, source, seed, steps, bench_index, upload, method, strategy, S, lam, k, progress)
-    sc = scale_for(dataset)
-    labels = eng.data.train_labels.numpy()
-    top = res.top
-    info = (f"**{METHODS[res.method].label}** · query: {q.kind} {q.label} · "
-            + (f"λ = {res.lam:g} · " if res.lam is not None else "") + (f"timesteps {res.strategy}" if res.strategy else ""))
-    return (_png(q.x, sc), info, _gallery(eng, top.proponents[0], top.proponent_scores[0], sc),
-            _gallery(eng, top.opponents[0], top.opponent_scores[0], sc), plots.score_histogram(res.scores),
-            plots.class_mix(class_mix(labels, top.proponents[0], len(eng.data.classes)), eng.data.classes,
-                            f"Classes of the top-{int(k)} proponents"))
+class NotReady(Exception):
+    def __init__(self, eng: Engine, m, st: TimestepStrategy):
+        secs = eng.estimate_seconds(m, st)
+        when = f"about {secs / 60:.0f} min" if secs >= 90 else f"about {max(secs, 1):.0f} s"
+        super().__init__(f"{m.label} with {st.label} has not been computed for this model yet: {when} on this "
+                         f"machine, once — then it is ready for every visitor. Click **Compute it** to start.")
 
 
-def compare(dataset, source, seed, steps, bench_index, upload, method_a, method_b, strategy, S, k, progress=gr.Progress()):
-    """Two methods side by side: galleries, overlap@k and Spearman of the score vectors."""
-    _, _, a = _attribute(dataset, source, seed, steps, bench_index, upload, method_a, strategy, S, None, k, progress)
-    eng, _, b = _attribute(dataset, source, seed, steps, bench_index, upload, method_b, strategy, S, None, k, progress)
-    sc = scale_for(dataset)
-    text = (f"overlap@{int(k)} = **{overlap_at_k(a.scores, b.scores, int(k)):.2f}** · "
-            f"Spearman ρ of the score vectors = **{spearman(a.scores, b.scores):.3f}**")
-    return (_gallery(eng, a.top.proponents[0], a.top.proponent_scores[0], sc),
-            _gallery(eng, b.top.proponents[0], b.top.proponent_scores[0], sc), text)
-
-
-def timestep_view(dataset, source, seed, steps, bench_index, upload, method, t, k, progress=gr.Progress()):
-    """x_t, the model's x̂₀ and the top proponents when attributing at the single timestep t."""
-    eng = engine(dataset)
-    q = make_query(dataset, source, seed, steps, bench_index, upload)
+def attribute(dataset, source, seed, steps, bench_index, upload, invert, method, strategy, S, projection, lam, k):
+    """Query → status, query image, its description, the settings used, proponents, opponents,
+    histogram, class mix, shown indices, build button."""
+    try:
+        eng, q, res = _compute(dataset, source, seed, steps, bench_index, upload, invert, method, strategy, S,
+                               projection, lam, k)
+    except NotReady as e:
+        return [gr.update(value=f"⏳ {e}", visible=True)] + [gr.skip()] * 8 + [gr.update(visible=True)]
     m = get_method(method)
-    if not m.uses_timesteps or m.query == "journey":
-        raise gr.Error("pick a gradient method (e.g. TRAK or D-TRAK) to walk the timesteps")
+    top = res.top
+    labels = eng.data.train_labels.numpy()
+    return [gr.update(value="", visible=False), _png(q.x, max(1, 128 // eng.data.resolution)),
+            describe_query(dataset, q, source, bench_index) + "\n\n" + _settings_text(eng, res),
+            gr.update(value=gallery(eng, top.proponents[0], top.proponent_scores[0]), label="Top proponents"),
+            gr.update(value=gallery(eng, top.opponents[0], top.opponent_scores[0]), label=m.opponents),
+            plots.score_histogram(res.scores),
+            plots.class_mix(class_mix(labels, top.proponents[0], len(eng.data.classes)), eng.data.classes,
+                            f"Classes of the top {int(k)} proponents"),
+            {"pro": top.proponents[0].tolist(), "opp": top.opponents[0].tolist(),
+             "pro_scores": top.proponent_scores[0].tolist(), "dataset": dataset},
+            gr.update(), gr.update(visible=False)]
+
+
+def stability(dataset, source, seed, steps, bench_index, upload, invert, method, strategy, S, projection, lam, k,
+              shown, draws: int = 8):
+    """Beside each proponent: in how many of ``draws`` fresh draws of the query's noise it stays in the top-k."""
+    m = get_method(method)
+    if not shown or shown.get("dataset") != dataset or not m.uses_timesteps or m.generated_only:
+        return gr.skip(), ""
+    eng = engine(dataset, projection)
+    st = _strategy(strategy, S)
+    if not eng.ready(m, st):
+        return gr.skip(), "The noise check runs once this method's training features are loaded."
+    q = make_query(dataset, source, seed, steps, bench_index, upload, invert)
+    tops, counts = eng.stability(q, m, st, _lam(lam), int(k), draws)
+    stay = np.mean([len(set(shown["pro"]) & set(t.tolist())) / len(shown["pro"]) for t in tops])
+    return (gallery(eng, shown["pro"], shown["pro_scores"], counts, draws),
+            f"**Stability of this answer under the method's own noise:** with {draws} fresh draws of the query's "
+            f"noise (training side fixed), {stay:.0%} of these top-{int(k)} stay in the top {int(k)}; the count under "
+            f"each proponent says in how many draws it stayed.")
+
+
+def build_features(dataset, method, strategy, S, projection, request: gr.Request, progress=gr.Progress()):
+    """Builds (or joins the running build of) the training features a choice needs, shared by all visitors."""
+    m = get_method(method)
+    eng = engine(dataset, projection)
+    st = _strategy(strategy, S)
+    session = getattr(request, "session_hash", None)
+    eng.build(m, st, lambda a, b: progress(a / b, desc=f"training features: {a} of {b} images"),
+              left=lambda: session in LEFT)
+    return gr.update(value="", visible=False), gr.update(visible=False)
+
+
+def compare(dataset, source, seed, steps, bench_index, upload, invert, method_a, method_b, strategy, S, projection,
+            lam, k):
+    """Two methods on the same query: galleries, overlap@k and Spearman of the score vectors."""
+    runs = []
+    for method in (method_a, method_b):
+        try:
+            runs.append(_compute(dataset, source, seed, steps, bench_index, upload, invert, method, strategy, S,
+                                 projection, lam if get_method(method).uses_lambda else None, k))
+        except NotReady as e:
+            raise Problem(str(e).replace("Click **Compute it** to start.", "Compute it on the Attribute tab first."))
+    (eng, q, a), (_, _, b) = runs
+    text = (f"**{get_method(method_a).label}** vs **{get_method(method_b).label}**: "
+            f"{overlap_at_k(a.scores, b.scores, int(k)):.0%} of the top {int(k)} are shared; Spearman ρ of the two "
+            f"score vectors over all {len(a.scores)} training images = {spearman(a.scores, b.scores):.2f} "
+            f"(1: same ranking, 0: unrelated).")
+    return (gr.update(value="", visible=False), _png(q.x, max(1, 128 // eng.data.resolution)), text,
+            gr.update(value=gallery(eng, a.top.proponents[0], a.top.proponent_scores[0]),
+                      label=f"{get_method(method_a).label} · {_settings_text(eng, a).split(' · ', 1)[-1]}"),
+            gr.update(value=gallery(eng, b.top.proponents[0], b.top.proponent_scores[0]),
+                      label=f"{get_method(method_b).label} · {_settings_text(eng, b).split(' · ', 1)[-1]}"))
+
+
+def timestep_view(dataset, source, seed, steps, bench_index, upload, invert, method, t, k):
+    """x_t, the model's x̂₀ and the top proponents when attributing at the single timestep t."""
+    m = get_method(method)
+    if not m.uses_timesteps or m.generated_only:
+        raise Problem("Pick a gradient method such as D-TRAK or TRAK to walk the timesteps.")
+    if t is None or not 0 <= int(t) < T:
+        raise Problem(f"t must be between 0 and {T - 1}.")
     t = int(t)
-    abar = alphas_cumprod()
-    from .attribution.timesteps import seeded_noise
-    eps = seeded_noise([q.uid], [t], tuple(q.x.shape), 0)[0]
-    xt = add_noise(q.x[None], eps, torch.tensor([t]), abar)
-    with torch.no_grad():
-        pred = eng.model(xt, torch.tensor([t])).sample
-    x0 = ((xt - (1 - abar[t]).sqrt() * pred) / abar[t].sqrt()).clamp(-1, 1)
-    res = eng.attribute(q, method, TimestepStrategy.single(t), None, int(k),
-                        progress=lambda a, b: progress(a / b, desc=f"features at t={t}: {a}/{b}"))
-    sc = scale_for(dataset)
-    return _png(xt[0], sc), _png(x0[0], sc), _gallery(eng, res.top.proponents[0], res.top.proponent_scores[0], sc)
+    eng = engine(dataset, TIMESTEP_PROJECTION)
+    q = make_query(dataset, source, seed, steps, bench_index, upload, invert)
+    xt, x0 = eng.task.noised_view(q, t, eng.store.seed)
+    st = TimestepStrategy.single(t)
+    if not eng.ready(m, st):
+        progress_free = eng.estimate_seconds(m, st)
+        raise Problem(f"Attributing at t = {t} needs {m.label}'s features at that timestep (about "
+                      f"{max(progress_free, 1):.0f} s); click **Show this timestep** to compute them.")
+    res = eng.attribute(q, m, st, None, int(k), build=False)
+    sc = max(1, 128 // eng.data.resolution)
+    return (gr.update(value="", visible=False), _png(q.x, sc), _png(xt, sc), _png(x0, sc),
+            gr.update(value=gallery(eng, res.top.proponents[0], res.top.proponent_scores[0]),
+                      label=f"Top {m.label} proponents at t = {t} alone (CountSketch k = 4096)"),
+            f"**t = {t}** of {T}: " + ("almost clean — fine details decide." if t < 200 else
+                                       "half noise — shapes and layout decide." if t < 700 else
+                                       "almost pure noise — only coarse brightness and colour remain."))
 
 
-def _eval(dataset: str) -> dict | None:
-    path = os.path.join(ASSETS, dataset, "eval", "lds.json")
-    return json.load(open(path)) if os.path.exists(path) else None
+def build_timestep(dataset, method, t, request: gr.Request, progress=gr.Progress()):
+    m = get_method(method)
+    eng = engine(dataset, TIMESTEP_PROJECTION)
+    session = getattr(request, "session_hash", None)
+    eng.build(m, TimestepStrategy.single(int(t)), lambda a, b: progress(a / b, desc=f"features at t = {int(t)}"),
+              left=lambda: session in LEFT)
 
 
 def evaluation(dataset, method, S, bench_index):
-    """LDS bars for both splits, the scatter for one benchmark query, the counterfactual table."""
-    res = _eval(dataset)
-    if res is None:
-        counterfactual = _counterfactual(dataset)
-        if not counterfactual[0]:
-            raise gr.Error(f"no evaluation results for {dataset}; run `python -m precompute lds --dataset {dataset}` "
-                           f"and `python -m precompute counterfactual --dataset {dataset}`")
-        no_lds = plots.message(f"No LDS results for {dataset} yet (`python -m precompute lds --dataset {dataset}`)")
-        return no_lds, no_lds, no_lds, *counterfactual
-    bench = _benchmark(dataset)
-    i = int(bench_index)
-    split = "validation" if bench["split"][i] == 0 else "generated"
-    col = i - int(np.flatnonzero(bench["split"] == bench["split"][i])[0])
-    S_key = int(S) if get_method(method).uses_timesteps else None
-    tag = f"{method}_S{S_key}_{split}"
-    pred_path = os.path.join(ASSETS, dataset, "eval", "pred", tag + ".npy")
-    row = next((r for r in res["rows"] if (r["method"], r["S"], r["split"]) == (method, S_key, split)), None)
-    if row is None or not os.path.exists(pred_path):
-        scatter = plots.message(f"No LDS result for {tag}")
-    else:
-        pred = np.load(pred_path, allow_pickle=False)[:, col]
-        actual = np.load(os.path.join(ASSETS, dataset, "eval", "outputs.npy"), allow_pickle=False)[:, i]
-        report = res["config"]["report_subsets"]
-        scatter = plots.lds_scatter(pred[report], actual[report], row["per_query"][col],
-                                    f"{METHODS[method].label} · {split} query {col} (reporting subsets)")
-    return (plots.lds_bars(res["rows"], "validation"), plots.lds_bars(res["rows"], "generated"), scatter,
-            *_counterfactual(dataset))
-
-
-def _counterfactual(dataset: str):
-    path = os.path.join(ASSETS, dataset, "eval", "counterfactual.json")
-    if not os.path.exists(path):
-        return [], "No counterfactual results shipped for this model yet (`python -m precompute counterfactual`)."
-    res = json.load(open(path))
-    imgs = np.load(os.path.join(ASSETS, dataset, "eval", "counterfactual_images.npz"), allow_pickle=False)
-    sc = scale_for(dataset)
-    gallery = []
-    for j, s in enumerate(res["seeds"]):
-        gallery.append((_png(torch.from_numpy(imgs["original"][j].astype(np.float32)), sc), f"seed {s} · original"))
-        for m in ("random", "trak", "dtrak"):
-            mm = res["methods"][m]
-            gallery.append((_png(torch.from_numpy(imgs[m][j].astype(np.float32)), sc),
-                            f"seed {s} · without top-{res['k']} of {m} · L2 {mm['l2'][j]:.2f} · cos {mm['cosine'][j]:.3f}"))
-    table = "| removal | median pixel L2 ↑ | median embedding cosine ↓ |\n|---|---|---|\n" + "\n".join(
-        f"| {m} | {res['methods'][m]['l2_median']:.3f} | {res['methods'][m]['cosine_median']:.3f} |"
-        for m in ("random", "trak", "dtrak"))
-    return gallery, table
-
-
-def lambda_box(dataset, method):
-    """The λ box shows the λ the LDS benchmark chose for this method (editable), or is disabled."""
+    """LDS bars for both splits, the scatter for one benchmark query, the counterfactual view."""
+    eng = engine(dataset)
+    res = eng.results
+    labels = {name: m.label for name, m in METHODS.items()}
+    cf = _counterfactual(eng)
+    if not res.has_lds:
+        msg = (f"No LDS results for {dataset} yet: they need 64 models retrained on random halves of the data, which "
+               f"the maintainer runs offline. The counterfactual below is what this model has so far."
+               if cf[0] else f"No evaluation results for {dataset} yet: the maintainer computes them offline "
+                             f"(64 retrained models for LDS, 24 for the counterfactual).")
+        empty = plots.message("No LDS results for this model")
+        return gr.update(value=msg, visible=True), empty, empty, empty, "", *cf
     m = get_method(method)
-    if not m.uses_lambda:
-        return gr.update(value=None, interactive=False, label="λ (not used by this method)")
-    return gr.update(value=tuned_lambda(AssetPaths(dataset), m.name), interactive=True,
-                     label="λ (tuned by LDS; edit to override)")
+    split, col = res.split_of(int(bench_index))
+    S_key = s_key(m.uses_timesteps, S)
+    row, pred = res.row(m.name, S_key, split), res.stored_pred(m.name, S_key, split)
+    if row is None or pred is None:
+        scatter = plots.message(f"{m.label} (S = {S}) was not evaluated on {split} images")
+        explain = ""
+    else:
+        report = res.lds()["config"]["report_subsets"]
+        actual = res.outputs()[:, int(bench_index)]
+        scatter = plots.lds_scatter(pred[report, col], actual[report], row["per_query"][col],
+                                    f"{m.label} · benchmark image #{int(bench_index)} ({split})")
+        explain = (f"Each dot is one model retrained on a random half of the training set. Across: the loss on "
+                   f"this image that {m.label} predicts for that half (Σ −score); up: the loss the retrained model "
+                   f"really has. A good attribution ranks the halves alike — Spearman ρ = "
+                   f"{row['per_query'][col]:.2f} here (1 perfect, 0 no signal); LDS averages ρ over 100 images.")
+    return (gr.update(value="", visible=False), plots.lds_bars(res.lds()["rows"], "validation", labels),
+            plots.lds_bars(res.lds()["rows"], "generated", labels), scatter, explain, *cf)
+
+
+def _counterfactual(eng: Engine):
+    loaded = eng.results.counterfactual()
+    if loaded is None:
+        return [], "No counterfactual results for this model yet."
+    res, imgs = loaded
+    names = {"random": "random images", **{m: get_method(m).label for m in res["methods"] if m in METHODS}}
+    gal = []
+    for j, s in enumerate(res["seeds"]):
+        gal.append((_png(labelled(torch.from_numpy(imgs["original"][j].astype(np.float32)), THUMB,
+                                  [f"seed {s}", "original"])), f"seed {s}: the full model's image"))
+        for m, mm in res["methods"].items():
+            gal.append((_png(labelled(torch.from_numpy(imgs[m][j].astype(np.float32)), THUMB,
+                                      [f"− {names[m]}", f"L2 {mm['l2'][j]:.2f}"])),
+                        f"seed {s}: retrained without the top {res['k']} of {names[m]}"))
+    table = (f"Remove {res['k']} of {res['n']} training images (the top 20 % proponents of each generated image, or as "
+             f"many random ones), retrain with the same seed, regenerate from the same noise. If the attribution is "
+             f"right, the image should change more than after a random removal.\n\n"
+             "| removed | median pixel L2 (higher: moved more) | median embedding cosine (lower: moved more) |\n"
+             "|---|---|---|\n" + "\n".join(f"| {names[m]} | {mm['l2_median']:.2f} | {mm['cosine_median']:.3f} |"
+                                          for m, mm in res["methods"].items()))
+    return gal, table
 
 
 def benchmark_gallery(dataset):
-    """Thumbnails of the benchmark queries (validation images, then generated ones)."""
-    bench = _benchmark(dataset)
-    if bench is None:
+    eng = engine(dataset)
+    if not eng.results.has_queries:
         return []
-    sc = max(1, scale_for(dataset) // 2)
-    return [(_png(torch.from_numpy(x.astype(np.float32)), sc), f"#{i} · {'validation' if s == 0 else 'generated'}")
-            for i, (x, s) in enumerate(zip(bench["x"], bench["split"]))]
+    q = eng.results.queries
+    return [(_png(labelled(torch.from_numpy(x.astype(np.float32)), 48, [f"#{i}"])),
+             f"benchmark image #{i} ({'validation' if s == 0 else 'generated'})")
+            for i, (x, s) in enumerate(zip(q["x"], q["split"]))]
+
+
+def training_image(dataset, shown, which: str, evt: gr.SelectData):
+    """Clicking a thumbnail shows that training image large (the index comes with the gallery, not its text)."""
+    if not shown or shown.get("dataset") != dataset:
+        return gr.skip(), gr.skip()
+    i = shown[which][evt.index]
+    eng = engine(dataset)
+    return _png(eng.data.train_x[i], max(1, 160 // eng.data.resolution)), (
+        f"Training image {i} (dataset index {int(eng.data.train_idx[i])}), label "
+        f"**{eng.data.classes[int(eng.data.train_labels[i])]}**")
+
+
+def pick_proponent(dataset, shown, evt: gr.SelectData):
+    return training_image(dataset, shown, "pro", evt)
+
+
+def pick_opponent(dataset, shown, evt: gr.SelectData):
+    return training_image(dataset, shown, "opp", evt)
 
 
 def pick_benchmark(evt: gr.SelectData):
@@ -246,120 +444,245 @@ def pick_benchmark(evt: gr.SelectData):
     return "benchmark", evt.index
 
 
-def training_image(dataset, evt: gr.SelectData):
-    """Clicking a gallery thumbnail shows the training image large with its metadata."""
-    caption = evt.value.get("caption", "") if isinstance(evt.value, dict) else ""
-    idx = int(caption.split("train ")[1].split(" ")[0]) if "train " in caption else 0
-    eng = engine(dataset)
-    return _png(eng.data.train_x[idx], 24 if eng.data.resolution <= 8 else 12), (
-        f"training index {idx} · dataset index {int(eng.data.train_idx[idx])} · "
-        f"label {eng.data.classes[int(eng.data.train_labels[idx])]}")
+def page_closed(request: gr.Request):
+    """A closed page no longer waits for anything: builds only it asked for stop."""
+    LEFT.add(request.session_hash)
 
 
-LEARN = """
-### How to read this explorer
-**Data attribution** asks: which training images made the model produce this output? Each method gives every
-training image *i* a score for a query *q*; large positive = **proponent** (it made the query more likely),
+def method_info(method):
+    m = get_method(method)
+    return (f"{m.description}\n\n$${m.formula}$$", gr.update(interactive=m.uses_lambda, value=None),
+            gr.update(interactive=m.uses_timesteps), gr.update(interactive=m.uses_timesteps))
+
+
+def learn_text() -> str:
+    rows = "\n".join(f"| {m.label} | {m.group} | ${m.formula}$ |" for m in METHODS.values())
+    outs = "\n".join(f"| {o.label} | ${o.latex}$ |" for o in OUTPUT_FUNCTIONS.values())
+    return LEARN.format(methods=rows, outputs=outs)
+
+
+LEARN = r"""
+### What the explorer shows
+**Data attribution** asks which training images made a model produce an output. A method gives every training
+image $x_i$ a score $\tau(q, i)$ for a query $q$: large positive = **proponent** (it made the output more likely),
 negative = **opponent**.
 
-**Features.** For a diffusion model the "output" is a function *f* of the prediction ε_θ(x_t, t) at noise level *t*.
-We take its gradient with respect to the weights θ, average over S timesteps and project it to k numbers:
-φ(x) = Pᵀ (1/S) Σ_s ∇_θ f(x, t_s, ε_s).
+**Features.** For a diffusion model the "output" is a function $f$ of the predicted noise $\epsilon_\theta(x_t,t)$
+at noise level $t$. Its gradient with respect to the weights, averaged over $S$ timesteps, is each image's feature
+$$g(x)=\tfrac1S\sum_s\nabla_\theta f(x,t_s,\epsilon_s;\theta),\qquad \phi(x)=P^\top g(x)$$
+where $P$ is a random projection to $k$ numbers, or nothing at all in the **exact** mode (the default for the small
+shipped models: $k = p$, the method's own answer).
 
-**Output functions** (the paper's Table 1): """ + ", ".join(f"{o.label} = {o.formula}" for o in OUTPUT_FUNCTIONS.values()) + """.
-TRAK uses L_Simple (the training loss); **D-TRAK** uses L_Square, which ignores the noise target — and, surprisingly,
-attributes better.
+**Output functions** (the paper's Table 1):
 
-**Kernel score** (TRAK, D-TRAK): score(q, i) = φ(q)ᵀ (ΦᵀΦ + λI)⁻¹ φ(x_i), Φ stacking all training features; λ
-regularises. *Relative* / *renormalized* influence divide by ‖(ΦᵀΦ+λI)⁻¹φ(x_i)‖ or ‖φ(x_i)‖. *Gradient dot/cosine*
-skip the kernel; *TracIn* / *GAS* average them over training checkpoints; *Journey-TRAK* takes the query's gradients
-along its own DDIM sampling path; *ensembles* average kernel scores of models trained on random halves.
+| name | $f$ |
+|---|---|
+{outputs}
 
-**LDS** (linear datamodeling score): train M models on random halves S_m of the data, measure each one's loss on
-the query, and check whether Σ_{i∈S_m} −score(q, i) ranks the subsets the same way (Spearman ρ, averaged over
-queries). 100 % = perfect ranking, 0 = no signal.
+TRAK uses $L_\text{{Simple}}$, the training loss; **D-TRAK** uses $L_\text{{Square}}$, which ignores the noise
+target — and, surprisingly, attributes better.
+
+**Timesteps.** *Uniform* $t_s=\lfloor sT/S\rfloor$ (the paper's), *random* (S seeded draws), *first S*
+($t = 0..S-1$), or one $t$ on the Timesteps tab. Each (image, $t$) has its own seeded noise.
+
+**Methods**
+
+| method | family | score |
+|---|---|---|
+{methods}
+
+with $\tau(q,i)=\phi(q)^\top(\Phi^\top\Phi+\lambda I)^{{-1}}\phi(x_i)$, $\Phi$ stacking the training features.
+
+**LDS** (linear datamodeling score): train $M$ models on random halves $S_m$ of the data, measure each one's loss
+$y_m(q)$ on the query, and check whether $\hat y_m(q)=\sum_{{i\in S_m}}-\tau(q,i)$ ranks the halves the same way:
+$$\mathrm{{LDS}}=\mathbb E_q\,\rho_\text{{Spearman}}\big(\hat y_\cdot(q),\,y_\cdot(q)\big).$$
+100 % is a perfect ranking, 0 no signal. $\lambda$ is tuned on half of the models and LDS reported on the other half.
 
 **Counterfactual**: delete a method's top 20 % proponents, retrain, regenerate from the same noise. If the
-attribution is right, the image should change a lot (large pixel L2, low embedding cosine).
+attribution is right the image changes a lot (large pixel $L_2$, low embedding cosine).
+"""
+LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}]
+HOWTO = ("**1.** Pick a query: a benchmark image, a generated seed, or your own upload. **2.** Pick a method "
+         "(D-TRAK is the paper's). **3.** Read the training images that most raised (proponents) or lowered "
+         "(opponents) the model's output; the *Evaluation* tab says how far each method can be trusted.")
+CSS = """
+.gallery-item img, #query-img img, #big img, .thumbnail-item img { image-rendering: pixelated; }
+#status { border-left: 4px solid #f59e0b; padding-left: 8px; }
 """
 
 
-def build(default_dataset: str | None = None) -> gr.Blocks:
+def build_app(default_dataset: str | None = None, warm: bool = True) -> gr.Blocks:
     datasets = available_datasets()
     default = default_dataset or ("digits" if "digits" in datasets else datasets[0])
+    if warm:
+        warm_up(default)
     with gr.Blocks(title="Diffusion Attribution Explorer") as demo:
-        gr.Markdown("# Diffusion Attribution Explorer\nWhich training images does a diffusion model's output come "
-                    "from? D-TRAK, TRAK and their baselines, with the evaluation that says how good each is.")
+        gr.Markdown("### Diffusion Attribution Explorer — which training images does a diffusion model's output come from?")
+        gr.Markdown(HOWTO)
+        shown = gr.State(None)
+        upload_path = gr.State(None)
         with gr.Row():
-            dataset = gr.Dropdown(datasets, value=default, label="Model")
-            source = gr.Radio(["generate", "benchmark", "upload"], value="generate", label="Query")
-            seed = gr.Number(0, label="Seed", precision=0)
-            steps = gr.Slider(5, 100, 50, step=1, label="DDIM steps")
-            bench_index = gr.Number(0, label="Benchmark query #", precision=0)
-        upload = gr.File(label="Upload an image (any size or mode; converted to the model's format)", type="filepath")
-        with gr.Accordion("Benchmark queries (click one to use it)", open=False):
-            bench_gal = gr.Gallery(label="Benchmark queries", columns=20, height=220, allow_preview=False,
-                                   elem_id="benchmark-queries")
-        with gr.Row():
-            method = gr.Dropdown(METHOD_CHOICES, value="dtrak", label="Method")
-            strategy = gr.Dropdown(["uniform", "random", "cumulative"], value="uniform", label="Timesteps")
-            S = gr.Dropdown([1, 10, 100, 1000], value=10, label="S (timesteps)")
-            lam = gr.Number(tuned_lambda(AssetPaths(default), "dtrak"), label="λ (tuned by LDS; edit to override)")
-            k = gr.Slider(4, 32, 8, step=1, label="top-k")
-        with gr.Tabs():
-            with gr.Tab("Attribute"):
-                go_btn = gr.Button("Attribute", variant="primary")
-                with gr.Row():
-                    query_img = gr.Image(label="Query (as the model sees it)", type="filepath", height=200)
-                    info = gr.Markdown()
-                    big = gr.Image(label="Selected training image", type="filepath", height=200)
-                    big_info = gr.Markdown()
-                pro = gr.Gallery(label="Top proponents", columns=8, height=240, elem_id="proponents")
-                opp = gr.Gallery(label="Top opponents", columns=8, height=240, elem_id="opponents")
-                with gr.Row():
-                    hist = gr.Plot(label="Score histogram")
-                    mix = gr.Plot(label="Class mix")
-            with gr.Tab("Compare"):
-                method_b = gr.Dropdown(METHOD_CHOICES, value="trak", label="Compare with")
-                cmp_btn = gr.Button("Compare")
-                cmp_text = gr.Markdown()
-                with gr.Row():
-                    gal_a = gr.Gallery(label="Method (above)", columns=4, height=240)
-                    gal_b = gr.Gallery(label="Compared method", columns=4, height=240)
-            with gr.Tab("Timesteps"):
-                t = gr.Slider(0, 999, 500, step=1, label="t", elem_id="t-slider")
-                with gr.Row():
-                    xt_img = gr.Image(label="x_t", type="filepath", height=180)
-                    x0_img = gr.Image(label="model's x̂₀", type="filepath", height=180)
-                t_gal = gr.Gallery(label="Top proponents at this single timestep", columns=8, height=220)
-            with gr.Tab("Evaluation"):
-                ev_btn = gr.Button("Show evaluation")
-                with gr.Row():
-                    lds_val = gr.Plot(label="LDS, validation", elem_id="lds-val")
-                    lds_gen = gr.Plot(label="LDS, generated")
-                scatter = gr.Plot(label="Predicted vs actual for the benchmark query")
-                cf_table = gr.Markdown(elem_id="counterfactual")
-                cf_gal = gr.Gallery(label="Counterfactual: original and regenerated without the top-k proponents",
-                                    columns=4, height=300)
-            with gr.Tab("Learn"):
-                gr.Markdown(LEARN)
+            with gr.Column(scale=1, min_width=260):
+                dataset = gr.Dropdown(datasets, value=default, label="Model")
+                source = gr.Radio([("Benchmark image", "benchmark"), ("Generate", "generate"), ("Upload", "upload")],
+                                  value="benchmark", label="Query", elem_id="source")
+                bench_index = gr.Number(100, label="Benchmark image # (0–99 real, 100–199 generated)", precision=0,
+                                        elem_id="bench-index")
+                with gr.Accordion("Browse benchmark images", open=False, visible=True) as bench_box:
+                    bench_gal = gr.Gallery(columns=8, height=260, allow_preview=False, show_label=False,
+                                           elem_id="benchmark-queries")
+                seed = gr.Number(0, label="Seed", precision=None, visible=False, elem_id="seed")
+                seed_msg = gr.Markdown(visible=False, elem_id="seed-msg")
+                steps = gr.Slider(5, 100, 50, step=1, label="DDIM steps", visible=False)
+                upload_btn = gr.UploadButton("Upload your own image", file_types=["image"], size="sm",
+                                             elem_id="upload")
+                invert = gr.Checkbox(False, label="Invert colours", visible=False)
+                method = gr.Dropdown(METHOD_CHOICES, value="dtrak", label="Method", elem_id="method")
+                method_doc = gr.Markdown(latex_delimiters=LATEX)
+                with gr.Accordion("Settings", open=False):
+                    strategy = gr.Dropdown(STRATEGY_CHOICES, value="uniform", label="Timesteps")
+                    S = gr.Dropdown([1, 10, 100, 1000], value=10, label="S (number of timesteps)")
+                    projection = gr.Dropdown(PROJECTIONS, value=default_projection(default), label="Gradient features")
+                    lam = gr.Number(None, label="λ override (empty: the λ LDS tuned)", elem_id="lam")
+                    k = gr.Slider(4, 32, 8, step=1, label="How many proponents")
+                go_btn = gr.Button("Attribute", variant="primary", elem_id="attribute")
+            with gr.Column(scale=4):
+                status = gr.Markdown(visible=False, elem_id="status")
+                build_btn = gr.Button("Compute it", visible=False, elem_id="build")
+                with gr.Tabs():
+                    with gr.Tab("Attribute"):
+                        with gr.Row(equal_height=False):
+                            query_img = gr.Image(label="Query", type="filepath", height=150, width=150,
+                                                 elem_id="query-img", scale=0, min_width=150, buttons=[])
+                            info = gr.Markdown(elem_id="query-info")
+                        pro = gr.Gallery(label="Top proponents", columns=8, height=150, object_fit="contain",
+                                         allow_preview=False, elem_id="proponents")
+                        stab = gr.Markdown(elem_id="stability")
+                        opp = gr.Gallery(label="Top opponents", columns=8, height=150, object_fit="contain",
+                                         allow_preview=False, elem_id="opponents")
+                        with gr.Row():
+                            big = gr.Image(label="Clicked training image", type="filepath", height=180, scale=0,
+                                           min_width=180, elem_id="big")
+                            big_info = gr.Markdown("Click a thumbnail to see it large.")
+                        gr.Markdown("*What am I looking at?* The histogram shows every training image's score: most "
+                                    "sit near 0, the proponents are the far right tail. The class mix counts the "
+                                    "labels of the top proponents.")
+                        with gr.Row():
+                            hist = gr.Plot(label="Score histogram")
+                            mix = gr.Plot(label="Class mix")
+                    with gr.Tab("Compare"):
+                        gr.Markdown("Two methods on the same query and settings: do they agree on what it came from?")
+                        method_b = gr.Dropdown(METHOD_CHOICES, value="trak", label="Compare with")
+                        cmp_btn = gr.Button("Compare")
+                        with gr.Row(equal_height=False):
+                            cmp_query = gr.Image(label="Query", type="filepath", height=150, width=150, scale=0,
+                                                 min_width=150)
+                            cmp_text = gr.Markdown()
+                        gal_a = gr.Gallery(label="Method", columns=8, height=150, allow_preview=False)
+                        gal_b = gr.Gallery(label="Compared with", columns=8, height=150, allow_preview=False)
+                    with gr.Tab("Timesteps"):
+                        gr.Markdown("Attribution at one noise level *t*: which training images matter early "
+                                    "(t near 999, coarse) vs late (t near 0, details) in denoising.")
+                        with gr.Row():
+                            t = gr.Slider(0, T - 1, 500, step=1, label="t (drag, or type a value and press Enter)",
+                                          elem_id="t-slider")
+                            t_btn = gr.Button("Show this timestep", scale=0)
+                        t_text = gr.Markdown(elem_id="t-label")
+                        with gr.Row():
+                            t_query = gr.Image(label="Query", type="filepath", height=150, width=150)
+                            xt_img = gr.Image(label="Noised query x_t", type="filepath", height=150, width=150)
+                            x0_img = gr.Image(label="Model's guess of the clean image x̂₀", type="filepath",
+                                              height=150, width=150)
+                        t_gal = gr.Gallery(label="Top proponents at this timestep", columns=8, height=150,
+                                           allow_preview=False)
+                    with gr.Tab("Evaluation"):
+                        gr.Markdown("How far to trust each method: LDS (does it predict retraining?) and the "
+                                    "counterfactual (does removing its proponents change the image?).")
+                        ev_btn = gr.Button("Show evaluation")
+                        with gr.Row():
+                            lds_val = gr.Plot(label="LDS, real held-out images", elem_id="lds-val")
+                            lds_gen = gr.Plot(label="LDS, generated images", elem_id="lds-gen")
+                        with gr.Row():
+                            scatter = gr.Plot(label="Predicted vs measured, for the benchmark image", elem_id="scatter")
+                            scatter_text = gr.Markdown()
+                        cf_table = gr.Markdown(elem_id="counterfactual")
+                        cf_gal = gr.Gallery(label="Counterfactual: the original and the images regenerated after "
+                                                  "removing training images", columns=8, height="auto",
+                                            allow_preview=False)
+                    with gr.Tab("Learn"):
+                        gr.Markdown(learn_text(), latex_delimiters=LATEX)
 
-        q_inputs = [dataset, source, seed, steps, bench_index, upload]
-        go_btn.click(attribute, q_inputs + [method, strategy, S, lam, k], [query_img, info, pro, opp, hist, mix],
-                     api_name="attribute", concurrency_limit=1)
-        cmp_btn.click(compare, q_inputs + [method, method_b, strategy, S, k], [gal_a, gal_b, cmp_text],
-                      api_name="compare", concurrency_limit=1)
-        t.release(timestep_view, q_inputs + [method, t, k], [xt_img, x0_img, t_gal], api_name="timestep",
-                  concurrency_limit=1)
-        ev_btn.click(evaluation, [dataset, method, S, bench_index], [lds_val, lds_gen, scatter, cf_gal, cf_table],
-                     api_name="evaluation")
-        pro.select(training_image, dataset, [big, big_info], api_name=False)
-        bench_gal.select(pick_benchmark, None, [source, bench_index], api_name=False)
-        dataset.change(benchmark_gallery, dataset, bench_gal, api_name="benchmark_queries")
-        method.change(lambda_box, [dataset, method], lam, api_name="default_lambda")
-        demo.load(benchmark_gallery, dataset, bench_gal, api_name=False)
-        for trigger in (demo.load, dataset.change):
-            trigger(lambda_box, [dataset, method], lam, api_name=False)
-        opp.select(training_image, dataset, [big, big_info], api_name=False)
-    demo.queue(default_concurrency_limit=1, max_size=64)
+        q_in = [dataset, source, seed, steps, bench_index, upload_path, invert]
+        settings = [method, strategy, S, projection, lam, k]
+        attr_out = [status, query_img, info, pro, opp, hist, mix, shown, stab, build_btn]
+        f_attr = friendly(len(attr_out))(attribute)
+        f_stab = friendly(2, 1)(stability)
+
+        def run_attribute(trigger, **kw):
+            return trigger(f_attr, q_in + settings, attr_out, concurrency_id="fast", concurrency_limit=2, **kw).success(
+                f_stab, q_in + settings + [shown], [pro, stab], concurrency_id="fast", api_name=False,
+                show_progress="hidden")
+
+        run_attribute(go_btn.click, api_name="attribute")
+        run_attribute(demo.load, api_name=False)
+        build_btn.click(friendly(2)(build_features), [dataset, method, strategy, S, projection], [status, build_btn],
+                        concurrency_id="build", concurrency_limit=8, api_name="build").success(
+            f_attr, q_in + settings, attr_out, concurrency_id="fast", api_name=False)
+
+        def show_source(src):
+            return (gr.update(visible=src == "benchmark"), gr.update(visible=src == "benchmark"),
+                    gr.update(visible=src == "generate"), gr.update(visible=src == "generate"),
+                    gr.update(visible=src == "upload"), gr.update(visible=False))
+        source.change(show_source, source, [bench_index, bench_box, seed, steps, invert, seed_msg], api_name=False,
+                      queue=False)
+
+        def on_upload(file):
+            return "upload", file, False
+        run_attribute(upload_btn.upload(on_upload, upload_btn, [source, upload_path, invert], api_name=False).then)
+
+        def on_seed(value):
+            try:
+                check_seed(value)
+            except Problem as e:
+                return gr.skip(), gr.update(value=f"⚠️ {e}", visible=True)
+            return "generate", gr.update(value="", visible=False)
+        run_attribute(seed.submit(on_seed, seed, [source, seed_msg], api_name=False).success)
+        bench_gal.select(pick_benchmark, None, [source, bench_index], api_name=False).then(
+            f_attr, q_in + settings, attr_out, concurrency_id="fast", api_name=False)
+        invert.input(f_attr, q_in + settings, attr_out, concurrency_id="fast", api_name=False)
+        method.change(method_info, method, [method_doc, lam, strategy, S], api_name=False, queue=False)
+        demo.load(method_info, method, [method_doc, lam, strategy, S], api_name=False, queue=False)
+        pro.select(pick_proponent, [dataset, shown], [big, big_info], api_name=False)
+        opp.select(pick_opponent, [dataset, shown], [big, big_info], api_name=False)
+
+        cmp_out = [status, cmp_query, cmp_text, gal_a, gal_b]
+        cmp_btn.click(friendly(len(cmp_out))(compare), q_in + [method, method_b, strategy, S, projection, lam, k],
+                      cmp_out, concurrency_id="fast", api_name="compare")
+
+        t_out = [status, t_query, xt_img, x0_img, t_gal, t_text]
+        f_t = friendly(len(t_out))(timestep_view)
+        t_in = q_in + [method, t, k]
+        t.change(f_t, t_in, t_out, concurrency_id="fast", trigger_mode="always_last", api_name="timestep")
+        t_btn.click(friendly(1)(build_timestep), [dataset, method, t], [status], concurrency_id="build",
+                    api_name=False).success(f_t, t_in, t_out, concurrency_id="fast", api_name=False)
+        demo.load(f_t, t_in, t_out, concurrency_id="fast", api_name=False)
+
+        ev_out = [status, lds_val, lds_gen, scatter, scatter_text, cf_gal, cf_table]
+        ev_btn.click(friendly(len(ev_out))(evaluation), [dataset, method, S, bench_index], ev_out,
+                     concurrency_id="fast", api_name="evaluation")
+
+        def reset(d):
+            blank = plots.message("")
+            return (None, "", [], [], blank, blank, None, "", None, "", [], [], "", None, None, None, [], "",
+                    blank, blank, blank, "", [], "", gr.update(value="", visible=False), gr.update(visible=False),
+                    "benchmark", 100, default_projection(d), benchmark_gallery(d))
+        dataset.change(reset, dataset, [query_img, info, pro, opp, hist, mix, shown, stab, big, big_info, gal_a, gal_b,
+                                        cmp_text, t_query, xt_img, x0_img, t_gal, t_text, lds_val, lds_gen, scatter,
+                                        scatter_text, cf_gal, cf_table, status, build_btn, source, bench_index,
+                                        projection, bench_gal], api_name=False).then(
+            f_attr, q_in + settings, attr_out, concurrency_id="fast", api_name=False)
+        demo.load(benchmark_gallery, dataset, bench_gal, api_name="benchmark_queries")
+        demo.unload(page_closed)
+    demo.queue(default_concurrency_limit=2, max_size=64)
     return demo
+

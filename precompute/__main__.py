@@ -11,7 +11,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m precompute", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m precompute", description=__doc__, allow_abbrev=False)
     p.add_argument("stage", choices=["train", "ensemble", "features", "lds", "counterfactual", "all"])
     p.add_argument("--dataset", required=True, help="digits, shapes, or a path to an image folder")
     p.add_argument("--epochs", type=int, default=None, help="override the dataset's training epochs")
@@ -24,6 +24,12 @@ def main(argv=None) -> int:
     p.add_argument("--until", default=None, choices=["retrain"], help="lds: stop after retraining + ground truth")
     args = p.parse_args(argv)
     stages = ["train", "ensemble", "features", "lds", "counterfactual"] if args.stage == "all" else [args.stage]
+    used = {"subsets": {"lds"}, "until": {"lds"}, "method": {"features"}, "address": {"ensemble", "lds", "counterfactual"}}
+    for flag, where in used.items():
+        if getattr(args, flag) is not None and not where & set(stages):
+            p.error(f"--{flag} is used only by the {' / '.join(sorted(where))} stage(s), not by {args.stage}")
+    from .evaluate import EvalConfig
+    cfg = EvalConfig(**({"n_subsets": args.subsets} if args.subsets else {}), epochs=args.epochs)
     for stage in stages:
         if stage == "train":
             from . import train
@@ -31,14 +37,11 @@ def main(argv=None) -> int:
         elif stage == "features":
             from . import features
             features.run(args.dataset, methods=args.method, device=args.device)
-        elif stage == "ensemble":
-            from . import evaluate
-            evaluate.run_ensemble(args.dataset, device=args.device, engine=args.engine, address=args.address)
         else:
             from . import evaluate
             kw = {"until": args.until} if stage == "lds" else {}
             getattr(evaluate, "run_" + stage)(args.dataset, device=args.device, engine=args.engine,
-                                              address=args.address, n_subsets=args.subsets, **kw)
+                                              address=args.address, cfg=cfg, **kw)
     return 0
 
 

@@ -1,13 +1,12 @@
 """Stages ``lds`` and ``counterfactual``: real retraining, ground truth, scoring, results.
 
 Heavy, independent jobs (one model per subset or removal set) fan out through ``jobs.run_jobs``
-and write to ``runs/<dataset>/`` (not shipped); results go to ``assets/<dataset>/eval/``:
-  subsets.npy, queries.npz, outputs.npy                    LDS ground truth
-  lds.json, best_lambda.json, scores/*.npy, pred/*.npy     LDS per method × S × split
-  counterfactual.json, counterfactual_images.npz          counterfactual view
-Every step is skipped when its output exists (resumable)."""
+and write to ``runs/<dataset>/`` (not shipped); results go to ``assets/<dataset>/eval/`` through
+``explorer.evaluation.results`` (the one owner of that layout). Every step is skipped when its
+output exists and was made from the same inputs (resumable)."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -19,10 +18,11 @@ import torch
 
 from explorer.attribution.methods import METHODS, get_method
 from explorer.attribution.timesteps import TimestepStrategy, seeded_noise
-from explorer.cache import load_npy, save_npy, write_json
+from explorer.cache import CacheError, load_npy, read_json, save_npy, save_npz, write_json
 from explorer.data import load_dataset
 from explorer.evaluation import counterfactual as cf
 from explorer.evaluation.lds import evaluate, make_subsets, masks_from_subsets, measured_outputs, predictions
+from explorer.evaluation.results import SPLITS, EvalResults, s_key
 from explorer.models import (TRAIN_CONFIGS, UNET_CONFIGS, TrainConfig, ddim_sample, load_model, make_unet, save_model,
                              train, unet_config_for)
 from explorer.paths import AssetPaths
@@ -49,7 +49,7 @@ class EvalConfig:
     ensemble_models: int = 4
     epochs: int | None = None  # None: the full model's recipe
     plan: list = field(default_factory=lambda: [(m, 10) for m in METHODS] + [
-        (m, 100) for m in ("trak", "dtrak", "relative-if", "renormalized-if", "grad-dot", "grad-cos")])
+        (m, 100) for m in ("dtrak", "trak", "relative-if", "renormalized-if", "grad-dot", "grad-cos")])
 
 
 def runs_dir(dataset: str) -> str:
@@ -62,14 +62,24 @@ def _recipe(dataset: str):
 
 
 # ---- jobs (top-level functions: picklable for process pools and Ray) ----
+def job_fingerprint(dataset: str, indices: list[int], seed: int, epochs: int | None) -> str:
+    """Hash of everything that makes a retrained model what it is: its exact training indices, seed,
+    epochs and the whole recipe (UNet and training config)."""
+    _, unet_cfg, cfg = _recipe(dataset)
+    record = {"indices": [int(i) for i in indices], "seed": seed, "epochs": epochs or cfg.epochs,
+              "unet": asdict(unet_cfg), "train": {**asdict(cfg), "seed": seed, "epochs": epochs or cfg.epochs}}
+    return hashlib.sha256(json.dumps(record, sort_keys=True, default=list).encode()).hexdigest()[:16]
+
+
 def train_job(dataset: str, indices: list[int], out_dir: str, seed: int, device: str, epochs: int | None = None,
               queries: str | None = None, gt: tuple | None = None) -> str:
-    """Train the full recipe on training indices; optionally measure ground-truth outputs."""
+    """Train the full recipe on training indices; optionally measure ground-truth outputs. A folder
+    whose ``done.json`` records another job fingerprint (indices, seed, epochs, recipe) is retrained."""
     torch.set_num_threads(1)
     done, outputs = os.path.join(out_dir, "done.json"), os.path.join(out_dir, "outputs.npy")
+    fingerprint = job_fingerprint(dataset, indices, seed, epochs)
     if os.path.exists(done):
-        record = json.load(open(done))
-        if (record.get("n"), record.get("seed")) == (len(indices), seed):
+        if read_json(done).get("fingerprint") == fingerprint:
             # trained already (e.g. by the ensemble stage); add ground truth if now asked
             if queries and not os.path.exists(outputs):
                 save_npy(outputs, ground_truth(load_model(os.path.join(out_dir, "model"), device), queries, gt, device))
@@ -84,7 +94,9 @@ def train_job(dataset: str, indices: list[int], out_dir: str, seed: int, device:
     save_model(model.cpu(), os.path.join(out_dir, "model"))
     if queries:
         save_npy(outputs, ground_truth(model, queries, gt, device))
-    write_json(done, {"n": len(indices), "seed": seed, "seconds": time.time() - t0})
+    write_json(done, {"n": len(indices), "seed": seed, "epochs": cfg.epochs, "fingerprint": fingerprint,
+                      "indices_sha": hashlib.sha256(np.asarray(indices, np.int64).tobytes()).hexdigest()[:16],
+                      "seconds": time.time() - t0})
     return out_dir
 
 
@@ -100,8 +112,8 @@ def ground_truth(model, queries_path: str, gt: tuple, device: str) -> np.ndarray
 
 # ---- LDS ----
 def run_lds(dataset: str, device: str = "cpu", engine: str = "local", address: str | None = None,
-            n_subsets: int | None = None, until: str | None = None, cfg: EvalConfig | None = None) -> dict:
-    cfg = cfg or EvalConfig(**({"n_subsets": n_subsets} if n_subsets else {}))
+            until: str | None = None, cfg: EvalConfig | None = None) -> dict:
+    cfg = cfg or EvalConfig()
     paths = AssetPaths(dataset)
     os.makedirs(paths.eval, exist_ok=True)
     ds = load_dataset(dataset)
@@ -112,6 +124,9 @@ def run_lds(dataset: str, device: str = "cpu", engine: str = "local", address: s
     if not os.path.exists(subsets_path):
         save_npy(subsets_path, make_subsets(n, cfg.n_subsets, cfg.alpha, cfg.subset_seed))
     subsets = load_npy(subsets_path, mmap=False)
+    if len(subsets) != cfg.n_subsets:
+        raise SystemExit(f"{subsets_path} holds {len(subsets)} subsets but {cfg.n_subsets} were asked for; "
+                         f"delete the eval folder's subsets.npy and outputs.npy to start a new protocol")
     queries_path = os.path.join(paths.eval, "queries.npz")
     if not os.path.exists(queries_path):
         _write_queries(dataset, queries_path, cfg, device)
@@ -164,71 +179,55 @@ def _write_queries(dataset: str, path: str, cfg: EvalConfig, device: str) -> Non
     x = torch.cat([ds.val_x[torch.as_tensor(val)], gen]).numpy().astype(np.float32)
     uid = np.concatenate([ds.val_idx[val], GENERATED_UID + np.arange(cfg.n_gen)]).astype(np.int64)
     split = np.array([0] * len(val) + [1] * cfg.n_gen, dtype=np.int8)  # 0 validation, 1 generated
-    tmp = path + ".tmp.npz"
-    np.savez(tmp, x=x, uid=uid, split=split, val_pos=val.astype(np.int64), gen_seed=np.arange(cfg.n_gen))
-    os.replace(tmp, path)
+    save_npz(path, x=x, uid=uid, split=split, val_pos=val.astype(np.int64), gen_seed=np.arange(cfg.n_gen))
 
 
-def score_lds(dataset: str, cfg: EvalConfig, device: str = "cpu", retrain_s: float = 0.0) -> dict:
-    """LDS for every (method, S) × split: λ tuned on the first half of the subsets, reported on the second."""
-    from explorer.engine import Engine, Query
-    paths = AssetPaths(dataset)
-    eng = Engine(dataset, device=device, cache_dir=paths.features)
-    q = np.load(os.path.join(paths.eval, "queries.npz"), allow_pickle=False)
-    outputs = load_npy(os.path.join(paths.eval, "outputs.npy"), mmap=False).astype(np.float64)
-    masks = masks_from_subsets(load_npy(os.path.join(paths.eval, "subsets.npy"), mmap=False), len(eng.data.train_idx))
+def score_lds(dataset: str, cfg: EvalConfig, device: str = "cpu", retrain_s: float = 0.0,
+              engine=None, redo: bool = False) -> dict:
+    """LDS for every (method, S) × split: λ tuned on the first half of the subsets, reported on the
+    second. Rows record the projection they used; a row of another projection is recomputed."""
+    from explorer.engine import Engine
+    eng = engine or Engine(dataset, device=device)
+    res = eng.results
+    outputs = res.outputs()
+    masks = masks_from_subsets(res.subsets(), len(eng.data.train_idx))
     half = len(masks) // 2
     tune, report = np.arange(half), np.arange(half, len(masks))
-    results_path = os.path.join(paths.eval, "lds.json")
-    results = json.load(open(results_path)) if os.path.exists(results_path) else {"rows": []}
-    done = {(r["method"], r["S"], r["split"]) for r in results["rows"]}
-    queries = [Query("val" if s == 0 else "generated", torch.from_numpy(x), int(u))
-               for x, u, s in zip(q["x"], q["uid"], q["split"])]
-    gen_traj = None
-    for split_id, split in ((0, "validation"), (1, "generated")):
-        cols = np.flatnonzero(q["split"] == split_id)
-        for name, S in cfg.plan:
+    results = res.lds()
+    results["config"] = {**asdict(cfg), "plan": None, "tune_subsets": tune.tolist(), "report_subsets": report.tolist()}
+    for name, S in cfg.plan:
+        for split in SPLITS:
+            cols = res.columns(split)
             m = get_method(name)
-            S_key = S if m.uses_timesteps else None
-            if (name, S_key, split) in done or (m.query == "journey" and split_id == 0):
+            S_key = s_key(m.uses_timesteps, S)
+            projection = eng.store.projection if m.uses_timesteps else None
+            row = res.row(name, S_key, split)
+            if (row and row.get("projection") == projection and not redo) or (m.generated_only and split != "generated"):
                 continue
-            if m.query == "journey" and gen_traj is None:
-                gen_traj = [eng.query_generated(int(s)).trajectory for s in q["gen_seed"]]
-            qs = [queries[c] for c in cols]
-            if m.query == "journey":
-                for qq, tr in zip(qs, gen_traj):
-                    qq.trajectory = tr
+            qs = [eng.benchmark_query(int(c), trajectory=m.generated_only) for c in cols]
             t0 = time.time()
             try:
                 fn = eng.score_fn(qs, m, TimestepStrategy("uniform", S))
-            except Exception as e:  # e.g. ensembles without models: record and go on
+            except CacheError as e:  # e.g. ensembles before the ensemble stage ran: say so and go on
                 print(f"skip {name} S={S}: {e}")
                 continue
-            res = evaluate(fn, masks, outputs[:, cols], list(cfg.lambdas) if m.uses_lambda else None, tune, report,
-                           cfg.n_boot)
-            tag = f"{name}_S{S_key}_{split}"
-            scores = fn(res.lam)
-            for sub, arr in (("scores", scores.astype(np.float16)), ("pred", predictions(scores, masks).astype(np.float32))):
-                os.makedirs(os.path.join(paths.eval, sub), exist_ok=True)
-                save_npy(os.path.join(paths.eval, sub, tag + ".npy"), arr)
-            results["rows"].append({"method": name, "S": S_key, "split": split, "lds": res.mean,
-                                    "ci": list(res.interval), "lambda": res.lam, "paper_style": res.paper_style,
-                                    "per_query": res.per_query.round(4).tolist(), "seconds": time.time() - t0})
-            print(f"LDS {name:16s} S={S_key} {split:10s} {100 * res.mean:6.2f} "
-                  f"[{100 * res.interval[0]:.2f}, {100 * res.interval[1]:.2f}] λ={res.lam}")
-            results["config"] = {**asdict(cfg), "plan": None, "tune_subsets": tune.tolist(), "report_subsets": report.tolist()}
-            write_json(results_path, results)
-    best = {r["method"]: r["lambda"] for r in results["rows"] if r["lambda"] is not None and r["split"] == "validation"
-            and r["S"] == 10}
-    write_json(os.path.join(paths.eval, "best_lambda.json"), best)
+            r = evaluate(fn, masks, outputs[:, cols], list(cfg.lambdas) if m.uses_lambda else None, tune, report,
+                         cfg.n_boot)
+            scores = fn(r.lam)
+            res.save_result({"method": name, "S": S_key, "split": split, "lds": r.mean, "ci": list(r.interval),
+                             "lambda": r.lam, "paper_style": r.paper_style, "projection": projection,
+                             "per_query": r.per_query.round(4).tolist(), "seconds": time.time() - t0},
+                            scores, predictions(scores, masks), results)
+            print(f"LDS {name:16s} S={S_key} {split:10s} {100 * r.mean:6.2f} "
+                  f"[{100 * r.interval[0]:.2f}, {100 * r.interval[1]:.2f}] λ={r.lam}")
     results["retrain_seconds"] = retrain_s or results.get("retrain_seconds", 0)
-    write_json(results_path, results)
+    write_json(res.path("lds.json"), results)
     return results
 
 
 # ---- counterfactual ----
 def run_counterfactual(dataset: str, device: str = "cpu", engine: str = "local", address: str | None = None,
-                       n_subsets: int | None = None, cfg: EvalConfig | None = None) -> dict:
+                       cfg: EvalConfig | None = None) -> dict:
     from explorer.classifier import load_classifier
     from explorer.engine import Engine
     cfg = cfg or EvalConfig()
@@ -238,16 +237,14 @@ def run_counterfactual(dataset: str, device: str = "cpu", engine: str = "local",
     n, k = len(ds.train_idx), int(round(cfg.cf_fraction * len(ds.train_idx)))
     removed_path = os.path.join(paths.eval, "counterfactual_removed.npz")
     if not os.path.exists(removed_path):
-        eng = Engine(dataset, device=device, cache_dir=paths.features)
+        eng = Engine(dataset, device=device)
         seeds = np.sort(np.random.default_rng(cfg.cf_seed).choice(cfg.n_gen, cfg.cf_queries, replace=False))
-        qs = [eng.query_generated(int(s)) for s in seeds]
+        qs = [eng.task.generated(int(s)) for s in seeds]
         removed = {"seeds": seeds}
         for name in ("trak", "dtrak"):
             removed[name] = cf.top_proponents(eng.scores(qs, name, TimestepStrategy("uniform", cfg.cf_S)), k)
         removed["random"] = cf.random_removal(n, k, len(seeds), cfg.cf_seed)
-        tmp = removed_path + ".tmp.npz"
-        np.savez(tmp, **removed)
-        os.replace(tmp, removed_path)
+        save_npz(removed_path, **removed)
     removed = np.load(removed_path, allow_pickle=False)
     seeds, methods = removed["seeds"], ("random", "trak", "dtrak")
     # the full model's own training seed, so a retrained model differs from it only by the removed data
@@ -272,8 +269,6 @@ def run_counterfactual(dataset: str, device: str = "cpu", engine: str = "local",
                              "cosine_median": float(np.median(cos)), "l2_mean": float(l2.mean()),
                              "cosine_mean": float(cos.mean())}
         print(f"counterfactual {m:7s} median L2 {np.median(l2):.3f}  median cosine {np.median(cos):.3f}")
-    tmp = os.path.join(paths.eval, "counterfactual_images.tmp.npz")
-    np.savez(tmp, **images)
-    os.replace(tmp, os.path.join(paths.eval, "counterfactual_images.npz"))
+    save_npz(os.path.join(paths.eval, "counterfactual_images.npz"), **images)
     write_json(os.path.join(paths.eval, "counterfactual.json"), out)
     return out

@@ -54,7 +54,7 @@ def run(dataset: str, epochs: int | None = None, seed: int = 0, device: str = "c
         "train_images_per_second": cfg.epochs * len(ds.train_idx) / train_s,
         "ddim50_seconds_per_image": sample_s, "classifier_val_accuracy": val_acc,
         "samples_confident_share": float((conf >= 0.9).float().mean()), "n_quality_samples": n_samples,
-        "meta": ds.meta,
+        "meta": ds.meta, "data_source": None if dataset == ds.name else os.path.abspath(dataset),
     }
     write_json(paths.info, info)
     print(f"{ds.name}: loss {losses[-1]:.4f}, classifier val acc {val_acc:.3f}, "

@@ -45,22 +45,25 @@ def test_bootstrap_contains_estimate_and_narrows_with_more_subsets():
 
 
 def test_lambda_tuning_never_uses_reporting_subsets():
-    masks, truth, outputs, rng = _datamodel()
+    """Catches λ tuned on all subsets or on the reporting half: the tuning subsets follow datamodel w1
+    and the reporting subsets w2; λ = 0.1 scores with w1 and λ = 100 with w2. Only tuning on the
+    tuning half picks 0.1 (on all subsets, or on the reporting half, 100 wins: checked below)."""
+    rng = np.random.default_rng(0)
+    n, q = 200, 20
+    masks = masks_from_subsets(make_subsets(n, 64, seed=0), n)
+    w1, w2 = rng.normal(size=(q, n)), rng.normal(size=(q, n))
     tune, report = np.arange(32), np.arange(32, 64)
-
-    def score_fn(lam):
-        return truth + lam * rng.normal(size=truth.shape) if lam else truth
-
-    rng = np.random.default_rng(5)
-    a = evaluate(lambda l: truth + l * np.random.default_rng(0).normal(size=truth.shape), masks, outputs,
-                 [0.1, 100.0], tune, report, n_boot=10)
-    scrambled = outputs.copy()
-    scrambled[report] = np.random.default_rng(1).normal(size=scrambled[report].shape)  # only reporting rows change
-    b = evaluate(lambda l: truth + l * np.random.default_rng(0).normal(size=truth.shape), masks, scrambled,
-                 [0.1, 100.0], tune, report, n_boot=10)
-    assert a.lam == b.lam == 0.1 and a.mean > 0.9 and b.mean < 0.3
+    outputs = np.empty((64, q))
+    outputs[tune] = masks[tune] @ w1.T + 3.0 * rng.normal(size=(32, q))  # weak signal on the tuning half
+    outputs[report] = masks[report] @ w2.T  # strong signal on the reporting half
+    score_fn = {0.1: -w1, 100.0: -w2}.get
+    res = evaluate(score_fn, masks, outputs, [0.1, 100.0], tune, report, n_boot=10)
+    assert res.lam == 0.1
+    everywhere = {lam: lds(score_fn(lam), masks, outputs).mean() for lam in (0.1, 100.0)}
+    assert everywhere[100.0] > everywhere[0.1]  # tuning on all subsets would have picked 100
+    assert res.paper_style == pytest.approx(everywhere[100.0])
     with pytest.raises(ValueError, match="overlap"):
-        evaluate(score_fn, masks, outputs, [1.0], np.arange(40), np.arange(30, 64))
+        evaluate(score_fn, masks, outputs, [0.1], np.arange(40), np.arange(30, 64))
 
 
 def test_removal_excludes_exactly_the_chosen_indices():
@@ -75,15 +78,28 @@ def test_removal_excludes_exactly_the_chosen_indices():
 
 @pytest.mark.parametrize("dataset", ["digits", "shapes"])
 def test_shipped_counterfactual_differs_from_the_full_model_only_by_the_removed_data(dataset):
-    ev = os.path.join("assets", dataset, "eval")
-    res = json.load(open(os.path.join(ev, "counterfactual.json")))
+    from explorer.evaluation.results import EvalResults
+    res_ = EvalResults(os.path.join("assets", dataset, "eval"))
+    res, _ = res_.counterfactual()
     assert res["train_seed"] == json.load(open(os.path.join("assets", dataset, "train.json")))["train"]["seed"]
-    removed = np.load(os.path.join(ev, "counterfactual_removed.npz"), allow_pickle=False)
+    removed = res_.removed()
     assert removed["seeds"].tolist() == res["seeds"] and res["k"] == round(0.2 * res["n"])
     for m in ("random", "trak", "dtrak"):
-        assert removed[m].shape == (8, res["k"]) and all(len(set(row)) == res["k"] for row in removed[m])
-        assert len(res["methods"][m]["l2"]) == 8
+        assert removed[m].shape == (len(res["seeds"]), res["k"]) and all(len(set(r)) == res["k"] for r in removed[m])
     assert not np.array_equal(removed["trak"], removed["dtrak"])
+
+
+def test_a_retrain_records_exactly_what_it_was_trained_on(tmp_path):
+    """Catches a counterfactual retrain that keeps a removed image or uses another seed: done.json
+    records the hash of the exact training indices (the complement of the removal set) and the seed."""
+    import hashlib
+    from precompute.evaluate import train_job
+    removed = np.random.default_rng(0).choice(1528, 300, replace=False)
+    keep = cf.keep_indices(1528, removed)
+    train_job("digits", keep.tolist(), str(tmp_path / "cf"), seed=0, device="cpu", epochs=1)
+    done = json.load(open(tmp_path / "cf" / "done.json"))
+    assert done["indices_sha"] == hashlib.sha256(np.asarray(keep, np.int64).tobytes()).hexdigest()[:16]
+    assert done["seed"] == 0 and done["epochs"] == 1 and not set(removed) & set(keep) and len(keep) == 1228
 
 
 def test_retraining_is_deterministic_and_resumes(tmp_path):
@@ -105,17 +121,27 @@ def test_retraining_is_deterministic_and_resumes(tmp_path):
     assert torch.equal(imgs[0], imgs[1])  # same data + seed → same regenerated image
     train_job(**{**jobs[1], "seed": 7})  # a folder another seed left behind is retrained, not reused
     assert json.load(open(tmp_path / "b" / "done.json"))["seed"] == 7
+    stamp = os.path.getmtime(tmp_path / "b" / "done.json")
+    train_job(**{**jobs[1], "seed": 7, "indices": idx[:-1] + [1]})  # same size, other images: retrained
+    assert os.path.getmtime(tmp_path / "b" / "done.json") != stamp
     assert not torch.equal(ddim_sample(load_model(str(tmp_path / "b" / "model")), [7], steps=10), imgs[0])
 
 
-def test_shipped_lds_results_are_consistent():
-    path = os.path.join("assets", "digits", "eval", "lds.json")
-    res = json.load(open(path))
-    rows = {(r["method"], r["S"], r["split"]): r for r in res["rows"]}
-    for (m, S, split), r in rows.items():
-        assert r["ci"][0] <= r["lds"] <= r["ci"][1], (m, S, split)
-        assert abs(np.mean(r["per_query"]) - r["lds"]) < 1e-3
-    assert set(res["config"]["tune_subsets"]).isdisjoint(res["config"]["report_subsets"])
+def test_shipped_lds_recomputes_from_the_stored_scores():
+    """Catches stale or wrong LDS numbers: every row of lds.json is recomputed from the stored scores,
+    subsets and measured outputs (λ tuned on subsets 0–31, reported on 32–63)."""
+    from explorer.evaluation.results import EvalResults
+    res = EvalResults(os.path.join("assets", "digits", "eval"))
+    table = res.lds()
+    report = np.array(table["config"]["report_subsets"])
+    assert set(table["config"]["tune_subsets"]).isdisjoint(report)
+    masks, outputs = masks_from_subsets(res.subsets(), 1528), res.outputs()
+    for r in table["rows"]:
+        scores = np.asarray(res.stored_scores(r["method"], r["S"], r["split"]), np.float64)
+        per_query = lds(scores, masks[report], outputs[report][:, res.columns(r["split"])])
+        assert abs(per_query.mean() - r["lds"]) < 0.005, r["method"]
+        assert r["ci"][0] <= r["lds"] <= r["ci"][1]
+    rows = {(r["method"], r["S"], r["split"]) for r in table["rows"]}
     assert ("dtrak", 10, "validation") in rows and ("trak", 100, "generated") in rows
 
 
@@ -142,12 +168,9 @@ def test_ray_and_local_engines_give_identical_models(tmp_path):
 def test_stored_benchmark_attribution_matches_a_live_one(digits_engine):
     """The UI's fast path for benchmark queries reads the LDS stage's scores: they equal a fresh computation."""
     from explorer.attribution.timesteps import TimestepStrategy
-    from explorer.engine import Query
     eng = digits_engine
     stored = eng.benchmark_attribution(3, "dtrak", 10)
-    q = np.load(os.path.join("assets", "digits", "eval", "queries.npz"), allow_pickle=False)
-    live = eng.scores([Query("val", torch.from_numpy(q["x"][3]), int(q["uid"][3]))], "dtrak",
-                      TimestepStrategy("uniform", 10), stored.lam)[0]
+    live = eng.scores([eng.benchmark_query(3)], "dtrak", TimestepStrategy("uniform", 10), stored.lam)[0]
     assert np.abs(stored.scores - live).max() < 2e-3 * np.abs(live).max()
     assert stored.top.proponents[0][0] == np.argmax(live)
     assert eng.benchmark_attribution(3, "dtrak", 10, lam=stored.lam * 10) is None  # another λ: computed live

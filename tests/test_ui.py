@@ -1,190 +1,212 @@
-"""The explorer: endpoints in process, through gradio_client against a launched server, and in a
-real browser (Playwright driving Debian's Chromium)."""
+"""The explorer as people use it: callbacks in process, gradio_client against a launched server, and a
+real browser (Playwright driving Debian's Chromium). Nothing here writes outside temporary folders."""
 import os
-import socket
-import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
 import pytest
 from PIL import Image
 
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
+from screenshots import browser, free_port, launch  # noqa: E402
 
-class _P:
-    def __call__(self, *a, **k):
-        pass
+import gradio as gr  # noqa: E402
+
+Q = dict(dataset="digits", seed=3, steps=50, bench_index=3, upload=None, invert=False)
+SETTINGS = dict(strategy="uniform", S=10, projection="exact", lam=None, k=8)
 
 
-def test_attribute_endpoint_in_process():
+@pytest.fixture(scope="module", autouse=True)
+def digits_ready():
+    """What the app builds at its first start: D-TRAK and TRAK at S = 10 (exact), in the test cache."""
     from explorer import ui
-    img, info, pro, opp, hist, mix = ui.attribute("digits", "generate", 3, 50, 0, None, "dtrak", "uniform", 10, None, 8,
-                                                  progress=_P())
-    assert Image.open(img).size == (96, 96) and "D-TRAK" in info and img.endswith(".png")
-    assert len(pro) == 8 and len(opp) == 8
-    scores = [float(c.split("score ")[1].split(" ")[0]) for _, c in pro]
-    assert scores == sorted(scores, reverse=True) and pro[0][1].startswith("#1 · score")
-    opp_scores = [float(c.split("score ")[1].split(" ")[0]) for _, c in opp]
-    assert opp_scores == sorted(opp_scores) and opp_scores[0] < scores[-1]
+    from explorer.attribution.timesteps import TimestepStrategy
+    for m in ("dtrak", "trak"):
+        ui.engine("digits").build(m, TimestepStrategy("uniform", 10))
+
+
+def _attr(**kw):
+    from explorer import ui
+    args = {**Q, "source": "benchmark", "method": "dtrak", **SETTINGS, **kw}
+    return ui.friendly(10)(ui.attribute)(args["dataset"], args["source"], args["seed"], args["steps"],
+                                         args["bench_index"], args["upload"], args["invert"], args["method"],
+                                         args["strategy"], args["S"], args["projection"], args["lam"], args["k"])
+
+
+def test_attribute_shows_the_query_the_settings_and_fitting_thumbnails():
+    out = _attr()
+    status, img, info, pro, opp, hist, mix, shown = out[:8]
+    assert status["visible"] is False and "validation image 3" in info and "exact gradients" in info
+    assert "read from the stored benchmark results" in info  # the fast path, no gradients
+    assert len(pro["value"]) == 8 and all(Image.open(p).size == (112, 112) for p, _ in pro["value"])
+    assert len(shown["pro"]) == 8 and shown["pro_scores"] == sorted(shown["pro_scores"], reverse=True)
     assert len(hist.data[0].x) == 1528 and sum(mix.data[0].y) == 8
+    sim = _attr(method="pixel-cos")
+    assert sim[4]["label"] == "Least similar training images"
 
 
-def test_compare_and_evaluation_in_process():
+def test_lambda_shown_is_the_lambda_of_the_displayed_scores():
+    """One owner for λ: a generated benchmark image uses the λ LDS tuned on generated images."""
     from explorer import ui
-    a, b, text = ui.compare("digits", "benchmark", 0, 50, 3, None, "dtrak", "trak", "uniform", 10, 8, progress=_P())
-    assert len(a) == len(b) == 8 and "overlap@8" in text and "Spearman" in text
-    val, gen, scatter, cf_gallery, cf_table = ui.evaluation("digits", "dtrak", 10, 3)
-    methods = {x for trace in val.data for x in trace.x}
-    assert {"trak", "dtrak", "pixel-cos"} <= methods
-    assert len(scatter.data[0].x) == 32 and "Spearman ρ" in scatter.layout.title.text
-    assert len(cf_gallery) == 8 * 4 and "| dtrak |" in cf_table  # original + 3 removals per query
-    assert Image.open(cf_gallery[0][0]).size == (96, 96)
+    eng = ui.engine("digits")
+    lam = eng.results.lam("dtrak", 10, "generated")
+    out = _attr(bench_index=150)
+    assert f"λ = {lam:g}" in out[2] and "read from the stored" in out[2]
+    override = _attr(bench_index=150, lam=lam * 10)
+    assert f"λ = {lam * 10:g}" in override[2] and "stored" not in override[2]
 
 
-def test_evaluation_without_lds_still_shows_the_counterfactual():
+def test_bad_values_give_a_message_and_leave_other_panels_alone(tmp_path):
+    out = _attr(source="generate", seed=1e20)
+    assert "0 to 4,294,967,295" in out[0]["value"] and all(o is gr.skip() or o == gr.skip() for o in out[1:])
+    (tmp_path / "notes.txt").write_text("not an image")
+    out = _attr(source="upload", upload=str(tmp_path / "notes.txt"))
+    assert "not a readable image" in out[0]["value"] and "/tmp" not in out[0]["value"]
+    out = _attr(source="upload", upload=None)
+    assert "No image uploaded" in out[0]["value"]
+    out = _attr(method="journey-trak", bench_index=3)
+    assert "generated image" in out[0]["value"]
+
+
+def test_uploads_unlike_the_training_data_are_flagged(tmp_path):
     from explorer import ui
-    val, gen, scatter, cf_gallery, cf_table = ui.evaluation("shapes", "dtrak", 10, 0)
-    assert "No LDS results for shapes" in val.layout.title.text and not val.data
-    assert len(cf_gallery) == 8 * 4 and "| dtrak |" in cf_table
+    eng = ui.engine("digits")
+    digit = ((eng.data.val_x[5, 0].numpy() + 1) * 127.5).astype(np.uint8)
+    Image.fromarray(255 - digit).resize((64, 64), Image.NEAREST).save(tmp_path / "inverted.png")
+    Image.fromarray((np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)).save(tmp_path / "photo.png")
+    Image.fromarray(digit).resize((64, 64), Image.NEAREST).save(tmp_path / "digit.png")
+    text = {n: _attr(source="upload", upload=str(tmp_path / f"{n}.png"))[2] for n in ("inverted", "photo", "digit")}
+    assert "inverted" in text["inverted"] and "unlike the training data" in text["photo"]
+    assert "⚠️" not in text["digit"] and "classifier reads it as" in text["digit"]
+    fixed = _attr(source="upload", upload=str(tmp_path / "inverted.png"), invert=True)
+    assert "⚠️" not in fixed[2]
 
 
-def test_timestep_walk_in_process():
-    """At t = 0 the noised query is the query; at t = 999 it is noise; attribution changes along t."""
+def test_compare_timesteps_and_evaluation_in_process():
     from explorer import ui
-    q = np.asarray(Image.open(ui._png(ui.make_query("digits", "benchmark", 0, 50, 3, None).x, 12)), np.float64)
-    views = {t: ui.timestep_view("digits", "benchmark", 0, 50, 3, None, "dtrak", t, 8, progress=_P()) for t in (0, 999)}
-    diff = {t: np.abs(np.asarray(Image.open(v[0]), np.float64) - q).mean() for t, v in views.items()}
-    assert diff[0] < 5 and diff[999] > 40, diff
-    assert all(Image.open(v[1]).size == (96, 96) and len(v[2]) == 8 for v in views.values())
-    assert [c for _, c in views[0][2]] != [c for _, c in views[999][2]]
-    with pytest.raises(Exception, match="gradient method"):
-        ui.timestep_view("digits", "benchmark", 0, 50, 3, None, "pixel-cos", 10, 8, progress=_P())
+    status, img, text, a, b = ui.compare("digits", "benchmark", 3, 50, 3, None, False, "dtrak", "trak", *SETTINGS.values())
+    assert "D-TRAK" in text and "TRAK" in text and len(a["value"]) == len(b["value"]) == 8
+    assert a["label"].startswith("D-TRAK") and b["label"].startswith("TRAK")
+    q = np.asarray(Image.open(ui._png(ui.make_query("digits", "benchmark", 0, 50, 3, None).x, 16)), np.float64)
+    for t in (0, 999):
+        ui.build_timestep("digits", "dtrak", t, None)
+    views = {t: ui.timestep_view("digits", "benchmark", 0, 50, 3, None, False, "dtrak", t, 8) for t in (0, 999)}
+    diff = {t: np.abs(np.asarray(Image.open(v[2]), np.float64) - q).mean() for t, v in views.items()}
+    assert diff[0] < 5 and diff[999] > 40, diff  # x_t is the query at t = 0 and noise at t = 999
+    assert "t = 0" in views[0][5] and "t = 999" in views[999][5]
+    status, val, gen, scatter, explain, cf_gal, cf_table = ui.evaluation("digits", "dtrak", 10, 3)
+    assert "D-TRAK" in {x for trace in val.data for x in trace.x}
+    assert len(scatter.data[0].x) == 32 and "Each dot is one model retrained" in explain
+    assert len(cf_gal) == 8 * 4 and "| D-TRAK |" in cf_table
+    status, *_ = ui.evaluation("shapes", "dtrak", 10, 0)
+    assert "No LDS results for shapes yet" in status["value"] and "python" not in status["value"]
 
 
-def test_lambda_box_and_benchmark_gallery():
-    from explorer import ui
-    tuned = ui.lambda_box("digits", "dtrak")
-    assert tuned["interactive"] and tuned["value"] == ui.engine("digits").default_lambda(ui.get_method("dtrak")) > 0
-    assert ui.lambda_box("digits", "pixel-cos")["interactive"] is False
-    gallery = ui.benchmark_gallery("digits")
-    assert len(gallery) == 200 and gallery[0][1] == "#0 · validation" and gallery[-1][1] == "#199 · generated"
-    with pytest.raises(Exception, match="positive"):
-        ui.attribute("digits", "benchmark", 0, 50, 3, None, "dtrak", "uniform", 10, -1, 8, progress=_P())
+def test_a_build_is_shared_by_everyone_who_asks_and_stops_when_they_leave():
+    from explorer.store import Builds, BuildStopped
+    builds, calls, stops = Builds(), [], []
 
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    def job(progress, should_stop):
+        calls.append(1)
+        for i in range(40):
+            if should_stop():
+                stops.append(i)
+                raise BuildStopped("stopped")
+            progress(i, 40)
+            time.sleep(0.02)
+        return "features"
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(builds.run("set", job))) for _ in range(3)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert results == ["features"] * 3 and len(calls) == 1
+    with pytest.raises(BuildStopped):
+        builds.run("other", job, left=lambda: True)
+    time.sleep(0.2)
+    assert stops and stops[0] < 40  # nobody waiting: the job stopped early
 
 
 @pytest.fixture(scope="module")
-def server():
-    port = _free_port()
-    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
-    log = open(os.path.join(os.environ["EXPLORER_CACHE"], f"server-{port}.log"), "w+")  # read on failure
-    proc = subprocess.Popen([sys.executable, "app.py"], env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    start = time.time()
-    while time.time() - start < 90:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        log.seek(0)
-        raise RuntimeError(log.read()[-2000:])
-    yield url
+def server(tmp_path_factory):
+    port = free_port()
+    proc = launch(port, str(tmp_path_factory.mktemp("server") / "server.log"))
+    yield f"http://127.0.0.1:{port}"
     proc.terminate()
     proc.wait(10)
 
 
-def _images(tmp_path):
-    paths = {}
-    Image.fromarray((np.random.default_rng(0).random((40, 30, 4)) * 255).astype(np.uint8), "RGBA").save(
-        p := tmp_path / "rgba.png")
-    paths["rgba"] = p
-    Image.fromarray(np.full((20, 20), 40000, np.uint16)).save(p := tmp_path / "deep.png")
-    paths["16bit"] = p
-    (p := tmp_path / "notes.txt").write_text("not an image")
-    paths["text"] = p
-    raw = paths["rgba"].read_bytes()
-    (p := tmp_path / "trunc.png").write_bytes(raw[: len(raw) // 3])
-    paths["truncated"] = p
-    Image.new("1", (20000, 20000)).save(p := tmp_path / "huge.png")
-    paths["huge"] = p
-    (p := tmp_path / "empty.png").write_bytes(b"")
-    paths["empty"] = p
-    return paths
-
-
-def test_gradio_client_flow_and_bad_inputs(server, tmp_path):
-    from gradio_client import Client, handle_file
+def test_gradio_client_flow(server, tmp_path):
+    from gradio_client import Client
     c = Client(server, verbose=False)
-    base = dict(dataset="digits", seed=2, steps=50, bench_index=0, strategy="uniform", S=10, k=8)
-    out = c.predict(source="generate", upload=None, method="dtrak", lam=None, api_name="/attribute", **base)
-    assert len(out[2]) == 8 and "D-TRAK" in out[1]
-    cmp = c.predict(dataset="digits", source="generate", seed=2, steps=50, bench_index=0, upload=None,
-                    method_a="dtrak", method_b="trak", strategy="uniform", S=10, k=8, api_name="/compare")
-    assert "overlap@8" in cmp[2]
-    xt, x0, gal = c.predict(dataset="digits", source="generate", seed=2, steps=50, bench_index=0, upload=None,
-                            method="dtrak", t=300, k=8, api_name="/timestep")
-    assert len(gal) == 8 and os.path.exists(xt) and os.path.exists(x0)
-    assert c.predict(dataset="digits", method="dtrak", api_name="/default_lambda")["value"] > 0
-    assert len(c.predict(dataset="digits", api_name="/benchmark_queries")) == 200
-    paths = _images(tmp_path)
-    for name in ("rgba", "16bit"):
-        out = c.predict(source="upload", upload=handle_file(str(paths[name])), method="dtrak", lam=None,
-                        api_name="/attribute", **base)
-        assert len(out[2]) == 8, name
-    for name, msg in (("text", "not a readable image"), ("truncated", "not a readable image"), ("huge", "limit"),
-                      ("empty", "empty")):
-        with pytest.raises(Exception, match=msg):
-            c.predict(source="upload", upload=handle_file(str(paths[name])), method="dtrak", lam=None,
-                      api_name="/attribute", **base)
-    with pytest.raises(Exception, match="no file uploaded"):
-        c.predict(source="upload", upload=None, method="dtrak", lam=None, api_name="/attribute", **base)
-    out = c.predict(source="generate", upload=None, method="trak", lam=None, api_name="/attribute", **base)
-    assert len(out[2]) == 8  # still serving after the bad inputs
+    out = c.predict("digits", "benchmark", 0, 50, 150, None, False, "dtrak", "uniform", 10, "exact", None, 8,
+                    api_name="/attribute")
+    assert "generated image 50" in out[2] and len(out[3]) == 8
+    out = c.predict("digits", "generate", 1e20, 50, 0, None, False, "dtrak", "uniform", 10, "exact", None, 8,
+                    api_name="/attribute")
+    assert "0 to 4,294,967,295" in out[0]
+    assert len(c.predict("digits", api_name="/benchmark_queries")) == 200
 
 
-def test_browser(server, tmp_path):
+def _page(p, server, w=1280, h=720):
+    page = browser(p).new_page(viewport={"width": w, "height": h})
+    page.goto(server)
+    return page
+
+
+def _in_viewport(page, selector):
+    return page.evaluate(f"""() => {{ const r = document.querySelector('{selector}').getBoundingClientRect();
+        return r.top >= 0 && r.top < window.innerHeight; }}""")
+
+
+def test_browser_first_view_upload_seed_and_dataset_switch(server, tmp_path):
     from playwright.sync_api import sync_playwright
-    os.makedirs("docs", exist_ok=True)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--no-first-run", "--disable-sync"])
-        page = browser.new_page(viewport={"width": 1300, "height": 1400})
-        page.goto(server)
-        page.get_by_role("button", name="Attribute").click()
-        thumbs = page.locator("#proponents img")
-        thumbs.nth(7).wait_for(timeout=60_000)
-        assert thumbs.count() >= 8
-        first = page.locator("#proponents").inner_text()
-        page.screenshot(path="docs/attribute.png", full_page=True)
-        page.get_by_label("Method").first.click()
-        page.get_by_role("option", name="Kernel (TRAK family) · TRAK", exact=True).click()
-        page.get_by_role("button", name="Attribute").click()
-        page.wait_for_function("t => document.querySelector('#proponents').innerText !== t", arg=first, timeout=60_000)
-        page.get_by_role("tab", name="Evaluation").click()
-        page.get_by_role("button", name="Show evaluation").click()
-        page.locator("#lds-val .js-plotly-plot").wait_for(timeout=60_000)
-        page.locator("#counterfactual").get_by_text("removal").or_(
-            page.get_by_text("No counterfactual results")).wait_for(timeout=60_000)
-        page.screenshot(path="docs/evaluation.png", full_page=True)
-        page.get_by_role("tab", name="Attribute").click()
-        page.get_by_text("Benchmark queries (click one to use it)").click()
-        page.locator("#benchmark-queries img").nth(3).click()
-        page.wait_for_function("() => document.querySelector('input[value=benchmark]').checked", timeout=30_000)
-        page.get_by_role("button", name="Attribute").click()
-        page.get_by_text("query: val").wait_for(timeout=60_000)
-        page.get_by_role("radio", name="upload").check()
-        Image.new("RGB", (64, 64), (255, 255, 255)).save(tmp_path / "white.png")
-        page.locator("input[type=file]").set_input_files(str(tmp_path / "white.png"))
-        page.wait_for_timeout(1500)
-        page.get_by_role("button", name="Attribute").click()
-        page.get_by_text("query: upload").wait_for(timeout=60_000)
-        browser.close()
+        page = _page(p, server)
+        t0 = time.time()
+        page.locator("#proponents img").nth(7).wait_for(timeout=20_000)  # no click needed
+        assert time.time() - t0 < 20 and _in_viewport(page, "#proponents img")
+        first = page.locator("#query-info").inner_text()
+        assert "Benchmark image #100" in first
+        # upload without touching the radio: the result is for the upload
+        Image.fromarray(np.zeros((64, 64), np.uint8)).save(tmp_path / "black.png")
+        page.locator("#upload input[type=file]").set_input_files(str(tmp_path / "black.png"))
+        page.get_by_text("Your upload").wait_for(timeout=30_000)
+        # a seed out of range: a message on the seed control, the results stay
+        page.get_by_role("radio", name="Generate").check()
+        page.locator("#seed input").fill("1e20")
+        page.locator("#seed input").press("Enter")
+        page.locator("#seed-msg").get_by_text("whole number").wait_for(timeout=10_000)
+        assert "Your upload" in page.locator("#query-info").inner_text()
+        # switching the dataset leaves nothing of the old one
+        page.get_by_label("Model").first.click()
+        page.get_by_role("option", name="shapes").click()
+        page.wait_for_function("() => document.querySelector('#query-info').innerText.includes('Benchmark image')"
+                               " || document.querySelector('#query-info').innerText === ''", timeout=30_000)
+        page.wait_for_function("() => !document.querySelector('#query-info').innerText.includes('upload')",
+                               timeout=30_000)
+        page.context.browser.close()
+
+
+def test_two_browsers_a_build_never_blocks_a_stored_answer(server):
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        a = _page(p, server)
+        a.locator("#proponents img").nth(7).wait_for(timeout=30_000)
+        a.get_by_text("Settings").click()
+        a.get_by_label("Timesteps").click()
+        a.get_by_role("option", name="Random").click()
+        a.locator("#attribute").click()
+        a.locator("#build").wait_for(state="visible", timeout=30_000)
+        assert "has not been computed" in a.locator("#status").inner_text()
+        a.locator("#build").click()  # A's build runs now
+        b = _page(p, server)
+        b.locator("#proponents img").nth(7).wait_for(timeout=30_000)
+        before = b.locator("#query-info").inner_text()
+        b.locator("#bench-index input").fill("7")
+        t0 = time.time()
+        b.locator("#attribute").click()
+        b.wait_for_function("t => document.querySelector('#query-info').innerText !== t", arg=before, timeout=30_000)
+        assert time.time() - t0 < 3, time.time() - t0
+        a.context.browser.close()

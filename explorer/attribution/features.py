@@ -21,16 +21,22 @@ class FeatureSpec:
     """Everything that determines a gradient feature set (the cache key)."""
     output_fn: str = "square"
     strategy: TimestepStrategy = TimestepStrategy()
-    projector: str = "countsketch"
-    k: int = 1024
-    seed: int = 0  # projection and noise seed
+    projector: str = "countsketch"  # countsketch | gaussian | exact (no projection)
+    k: int = 1024  # ignored by ``exact``
+    seed: int = 0  # noise seed; the sketch's seed is (seed, k) mixed
+
+    @property
+    def projection(self) -> str:
+        return "exact" if self.projector == "exact" else f"{self.projector}{self.k}"
 
     @property
     def key(self) -> str:
-        return f"{self.output_fn}_{self.strategy.key}_{self.projector}{self.k}_seed{self.seed}"
+        return f"{self.output_fn}_{self.strategy.key}_{self.projection}_seed{self.seed}"
 
     def to_json(self) -> dict:
         d = asdict(self)
+        if self.projector == "exact":
+            d["k"] = None
         d["strategy"] = asdict(self.strategy)
         d["strategy"]["ts"] = list(self.strategy.ts)
         return d
@@ -40,14 +46,15 @@ class FeatureComputer:
     """Projects per-sample gradients of one model for one ``FeatureSpec``."""
 
     def __init__(self, model: torch.nn.Module, spec: FeatureSpec, device: str = "cpu",
-                 param_names: list[str] | None = None):
+                 param_names: list[str] | None = None, noise_seed: int | None = None):
         self.spec = spec
+        self.noise_seed = spec.seed if noise_seed is None else noise_seed  # other seeds: the method's own noise
         self.grads = GradientComputer(model, spec.output_fn, param_names, device)
         self.projector: Projector = make_projector(spec.projector, self.grads.dim, spec.k, spec.seed, device)
         self.ts = torch.tensor(spec.strategy.timesteps())
 
     def noise(self, uids: list[int], shape: tuple) -> torch.Tensor:
-        return seeded_noise(uids, self.ts.tolist(), shape, self.spec.seed)
+        return seeded_noise(uids, self.ts.tolist(), shape, self.noise_seed)
 
     def iter_features(self, x: torch.Tensor, uids: list[int]) -> Iterator[tuple[slice, np.ndarray]]:
         """Yields (rows, φ rows as float32) for images x (N, C, H, W) with noise uids."""
@@ -64,7 +71,7 @@ class FeatureComputer:
     def trajectory(self, x0_traj: torch.Tensor, timesteps: torch.Tensor, uid: int) -> np.ndarray:
         """Journey-TRAK query feature: x0_traj (steps, C, H, W) are the DDIM x̂₀ predictions at
         ``timesteps``; each is re-noised with fresh seeded noise, gradients averaged, projected."""
-        eps = seeded_noise([uid], timesteps.tolist(), tuple(x0_traj.shape[1:]), self.spec.seed + 1)
+        eps = seeded_noise([uid], timesteps.tolist(), tuple(x0_traj.shape[1:]), self.noise_seed + 1)
         g = self.grads.parts(x0_traj.unsqueeze(0), eps, timesteps.long())
         return self.projector(g).cpu().numpy()
 

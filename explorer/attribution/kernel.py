@@ -17,29 +17,92 @@ from typing import Callable
 
 import numpy as np
 
+DENSE_LIMIT = 1 << 27  # entries: up to 512 MiB of float32 is converted at once, larger sets block by block
+
+
+class Features:
+    """Training features Φ (n × k) as stored: rows r_i (float16 or float32, possibly memory-mapped)
+    with a per-row scale c_i, φ_i = c_i · r_i. Everything the score rules need is computed block by
+    block, so exact gradients (k = p, hundreds of MB) never have to sit in memory as float64:
+
+        cross(q) = q Φᵀ      gram() = Φ Φᵀ      outer() = Φᵀ Φ      norms() = ‖φ_i‖
+    """
+
+    def __init__(self, rows: np.ndarray, scale: np.ndarray | None = None, block: int = 256):
+        self.rows = rows
+        self.n, self.k = rows.shape
+        self.scale = np.ones(self.n, np.float32) if scale is None else np.asarray(scale, np.float32)
+        self.block = max(1, min(block, (1 << 26) // max(1, self.k)))
+        self.dtype = np.float64 if rows.dtype == np.float64 else np.float32  # stored float16/32 → float32 blocks
+
+    def blocks(self):
+        """(rows slice, float32 block of Φ); the whole matrix at once when it is small enough."""
+        step = self.n if self.n * self.k <= DENSE_LIMIT else self.block
+        for a in range(0, self.n, step):
+            sl = slice(a, min(a + step, self.n))
+            yield sl, np.asarray(self.rows[sl], self.dtype) * self.scale[sl, None].astype(self.dtype)
+
+    def dense(self) -> np.ndarray:
+        return np.concatenate([b for _, b in self.blocks()]).astype(np.float64)
+
+    def cross(self, q: np.ndarray) -> np.ndarray:
+        """(m, n) inner products of query features q (m, k) with every training feature."""
+        q = np.asarray(q, self.dtype)
+        out = np.empty((q.shape[0], self.n))
+        for sl, b in self.blocks():
+            out[:, sl] = q @ b.T
+        return out
+
+    def gram(self) -> np.ndarray:
+        """Φ Φᵀ (n × n), float64."""
+        blocks = list(self.blocks()) if self.n * self.k <= DENSE_LIMIT else None
+        out = np.empty((self.n, self.n))
+        for sa, a in (blocks or self.blocks()):
+            for sb, b in (blocks or self.blocks()):
+                if sb.start >= sa.start:
+                    out[sa, sb] = a @ b.T
+                    out[sb, sa] = out[sa, sb].T
+        return out
+
+    def outer(self) -> np.ndarray:
+        """Φᵀ Φ (k × k), float64."""
+        out = np.zeros((self.k, self.k))
+        for _, b in self.blocks():
+            out += (b.T @ b).astype(np.float64)
+        return out
+
+    def times(self, v: np.ndarray) -> np.ndarray:
+        """Φ v for v (k, r)."""
+        return np.concatenate([b.astype(np.float64) @ v for _, b in self.blocks()])
+
+    def norms(self) -> np.ndarray:
+        return np.concatenate([np.linalg.norm(b.astype(np.float64), axis=1) for _, b in self.blocks()])
+
+
+def as_features(x: np.ndarray | Features) -> Features:
+    return x if isinstance(x, Features) else Features(x)
+
 
 class Kernel:
-    def __init__(self, phi: np.ndarray):
-        phi = np.asarray(phi, dtype=np.float64)
-        self.n, self.k = phi.shape
+    def __init__(self, phi: np.ndarray | Features):
+        self.features = f = as_features(phi)
+        self.n, self.k = f.n, f.k
         self.dual = self.n < self.k
-        gram = phi @ phi.T if self.dual else phi.T @ phi
-        s, vecs = np.linalg.eigh(gram)
+        s, vecs = np.linalg.eigh(f.gram() if self.dual else f.outer())
         self.s = np.clip(s, 0, None)
-        self._phi = phi
         self._basis = vecs  # U (n×n) in the dual, V (k×k) in the primal
-        self.b = vecs if self.dual else phi @ vecs  # (n, r) train coordinates
+        self.b = vecs if self.dual else f.times(vecs)  # (n, r) train coordinates
         self._w = self.s if self.dual else np.ones_like(self.s)
 
     def query_coords(self, q: np.ndarray) -> np.ndarray:
-        """a_q for query features q (m, k)."""
-        q = np.asarray(q, dtype=np.float64)
-        return (q @ self._phi.T) @ self._basis if self.dual else q @ self._basis
+        """a_q for query features q (m, k): Uᵀ Φ φ(q) (dual) or Vᵀ φ(q) (primal)."""
+        if self.dual:
+            return self.features.cross(q) @ self._basis
+        return np.asarray(q, np.float64) @ self._basis
 
-    def scores(self, q: np.ndarray, lam: float, rows: slice | None = None) -> np.ndarray:
-        """(m, n) kernel scores of queries q against all (or ``rows`` of the) training features."""
-        b = self.b if rows is None else self.b[rows]
-        return (self.query_coords(q) / (self.s + lam)) @ b.T
+    def scores(self, q: np.ndarray, lam: float) -> np.ndarray:
+        """(m, n) kernel scores of queries q against every training feature."""
+        return (self.query_coords(q) / (self.s + lam)) @ self.b.T
 
     def inverse_norms(self, lam: float) -> np.ndarray:
         """‖(ΦᵀΦ+λI)⁻¹φ(x_i)‖ for every training point (relative influence)."""

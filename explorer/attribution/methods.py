@@ -1,79 +1,150 @@
-"""The methods registry. Every method is a feature type plus a score rule:
+"""The methods registry: every attribution method is one object that knows what it needs from the
+feature store, how it scores, and how a person should read it (display name, formula, description).
+
+Score rules over training features Φ (rows φ(x_i)) and a query feature φ(q):
 
     kernel        score(q,i) = φ(q)ᵀ (ΦᵀΦ + λI)⁻¹ φ(x_i)                       TRAK, D-TRAK, Table 1
     relative      kernel / ‖(ΦᵀΦ + λI)⁻¹ φ(x_i)‖                              relative influence
     renormalized  kernel / ‖φ(x_i)‖                                           renormalized influence
     dot           φ(q) · φ(x_i)                                              gradient / pixel / embedding
     cosine        φ(q) · φ(x_i) / (‖φ(q)‖ ‖φ(x_i)‖)
-TracInCP / GAS average dot / cosine over the intermediate checkpoints; ensembles average kernel
-scores over models trained on 50 % subsets; Journey-TRAK replaces the query feature by gradients
-along the DDIM trajectory. Positive score = proponent, negative = opponent.
+Methods with several models (TracInCP / GAS over checkpoints, ensembles over 50 % subset models)
+average the rule's scores over them. Positive score = proponent, negative = opponent.
+
+To add a method: write a ``Method`` (or subclass one), then ``register(...)`` it — nothing else in
+the project names methods; the UI, the API, precompute and the evaluation read this registry.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from .kernel import Kernel
+from .kernel import Features, Kernel
 from .outputs import OUTPUT_FUNCTIONS
+
+if TYPE_CHECKING:  # the store is the engine's; methods only call it
+    from ..store import FeatureStore
+
+
+def _normalize(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float64)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def _kernel(train: Features, query: np.ndarray, lam: float, kernel: Kernel) -> np.ndarray:
+    return kernel.scores(query, lam)
+
+
+def _relative(train, query, lam, kernel):
+    return kernel.scores(query, lam) / np.maximum(kernel.inverse_norms(lam), 1e-30)
+
+
+def _renormalized(train, query, lam, kernel):
+    return kernel.scores(query, lam) / np.maximum(train.norms(), 1e-30)
+
+
+def _dot(train, query, lam, kernel):
+    return train.cross(query)
+
+
+def _cosine(train, query, lam, kernel):
+    return train.cross(_normalize(query)) / np.maximum(train.norms(), 1e-12)
+
+
+Rule = Callable[[Features, np.ndarray, float, "Kernel | None"], np.ndarray]
+RULES: dict[str, tuple[Rule, bool]] = {  # name -> (rule, needs the kernel / λ)
+    "kernel": (_kernel, True), "relative": (_relative, True), "renormalized": (_renormalized, True),
+    "dot": (_dot, False), "cosine": (_cosine, False),
+}
 
 
 @dataclass(frozen=True)
 class Method:
+    """A gradient method: features of ``output_fn`` from the models in ``models`` (final | checkpoints
+    | ensemble), scored by ``rule`` and averaged over the models."""
     name: str
     label: str
     group: str
-    doc: str
-    features: str = "grad"  # grad | pixel | embedding
+    description: str
+    formula: str  # LaTeX
     output_fn: str = "simple"
-    score: str = "kernel"  # kernel | relative | renormalized | dot | cosine
-    checkpoints: str = "final"  # final | all (TracIn) | ensemble
-    query: str = "grad"  # grad | journey (generated queries only)
+    rule: str = "kernel"
+    models: str = "final"
+    opponents: str = "Top opponents (negative scores: they made this output less likely)"
 
     @property
     def uses_lambda(self) -> bool:
-        return self.score in ("kernel", "relative", "renormalized")
+        return RULES[self.rule][1]
 
     @property
     def uses_timesteps(self) -> bool:
-        return self.features == "grad"
+        return True
+
+    @property
+    def generated_only(self) -> bool:
+        return False
+
+    def feature_key(self) -> tuple:
+        """Methods with equal keys share training features and kernels."""
+        return ("grad", self.output_fn, self.models)
+
+    def train_features(self, store: "FeatureStore", strategy, progress=None, build: bool = True) -> list[Features]:
+        return [store.gradients(m, self.output_fn, strategy, progress, build) for m in store.model_dirs(self.models)]
+
+    def query_features(self, store: "FeatureStore", queries, strategy) -> list[np.ndarray]:
+        return [store.query_gradients(m, self.output_fn, strategy, queries) for m in store.model_dirs(self.models)]
+
+    def score(self, train: list[Features], query: list[np.ndarray], lam: float | None,
+              kernels: list[Kernel] | None) -> np.ndarray:
+        """(m, n) scores averaged over the method's models."""
+        rule = RULES[self.rule][0]
+        kernels = kernels or [None] * len(train)
+        return np.mean([rule(t, q, lam, k) for t, q, k in zip(train, query, kernels)], axis=0)
 
 
-KERNEL, GRADSIM, TRACIN, SIMILARITY, JOURNEY, ENSEMBLE = (
-    "Kernel (TRAK family)", "Gradient similarity", "TracIn", "Pixel / embedding similarity", "Journey-TRAK", "Ensembles")
+@dataclass(frozen=True)
+class JourneyMethod(Method):
+    """Journey-TRAK: the query feature follows the query's own DDIM sampling path."""
 
-_methods = [
-    Method("trak", "TRAK", KERNEL, "Kernel score on gradients of the training loss L_Simple.", output_fn="simple"),
-    Method("dtrak", "D-TRAK", KERNEL, "Kernel score on gradients of L_Square = (1/d)‖ε_θ‖² (the paper's method).",
-           output_fn="square"),
-    *[Method(f"kernel-{o}", f"Kernel · {OUTPUT_FUNCTIONS[o].label}", KERNEL,
-             f"Table 1 ablation: kernel score on gradients of {OUTPUT_FUNCTIONS[o].label} = {OUTPUT_FUNCTIONS[o].formula}.",
-             output_fn=o) for o in ("elbo", "avg", "l1", "l2", "linf")],
-    Method("relative-if", "Relative influence", KERNEL, "TRAK score divided by ‖(ΦᵀΦ+λI)⁻¹φ(x_i)‖ (Barshan et al.).",
-           score="relative"),
-    Method("renormalized-if", "Renormalized influence", KERNEL, "TRAK score divided by ‖φ(x_i)‖ (Hammoudeh & Lowd).",
-           score="renormalized"),
-    Method("grad-dot", "Gradient dot", GRADSIM, "φ(q)·φ(x_i) on L_Simple features, no kernel.", score="dot"),
-    Method("grad-cos", "Gradient cosine", GRADSIM, "Cosine of L_Simple features, no kernel.", score="cosine"),
-    Method("tracin", "TracInCP", TRACIN, "Mean over checkpoints of φ(q)·φ(x_i) (unweighted).", score="dot",
-           checkpoints="all"),
-    Method("gas", "GAS", TRACIN, "Mean over checkpoints of the cosine of φ(q) and φ(x_i).", score="cosine",
-           checkpoints="all"),
-    Method("pixel-dot", "Raw pixel dot", SIMILARITY, "x_q · x_i on pixels in [-1, 1].", features="pixel", score="dot"),
-    Method("pixel-cos", "Raw pixel cosine", SIMILARITY, "Cosine of pixel vectors.", features="pixel", score="cosine"),
-    Method("embedding-cos", "Embedding cosine", SIMILARITY,
-           "Cosine of the shipped classifier's penultimate embedding (offline stand-in for CLIP).",
-           features="embedding", score="cosine"),
-    Method("journey-trak", "Journey-TRAK", JOURNEY,
-           "Generated queries: L_Simple gradients at the 50 DDIM steps, x_t re-noised from x̂₀, averaged; kernel score.",
-           query="journey"),
-    Method("ensemble-trak", "Ensemble TRAK", ENSEMBLE, "Mean of TRAK kernel scores over models trained on 50 % subsets.",
-           checkpoints="ensemble"),
-    Method("ensemble-dtrak", "Ensemble D-TRAK", ENSEMBLE,
-           "Mean of D-TRAK kernel scores over models trained on 50 % subsets.", output_fn="square", checkpoints="ensemble"),
-]
-METHODS: dict[str, Method] = {m.name: m for m in _methods}
+    @property
+    def generated_only(self) -> bool:
+        return True
+
+    def query_features(self, store, queries, strategy):
+        return [store.journey_gradients(m, self.output_fn, queries) for m in store.model_dirs(self.models)]
+
+
+@dataclass(frozen=True)
+class SimilarityMethod(Method):
+    """Gradient-free similarity of ``representation`` (pixels | embedding) vectors."""
+    representation: str = "pixel"
+    opponents: str = "Least similar training images"
+
+    @property
+    def uses_timesteps(self) -> bool:
+        return False
+
+    def feature_key(self) -> tuple:
+        return (self.representation,)
+
+    def train_features(self, store, strategy, progress=None, build=True):
+        return [store.representation(self.representation, None)]
+
+    def query_features(self, store, queries, strategy):
+        return [store.representation(self.representation, queries)]
+
+
+METHODS: dict[str, Method] = {}
+
+
+def register(method: Method) -> Method:
+    """Adds a method to the registry (the UI, the API and the evaluation stage list it)."""
+    if method.rule not in RULES:
+        raise ValueError(f"unknown score rule {method.rule!r}; use one of {sorted(RULES)}")
+    METHODS[method.name] = method
+    return method
 
 
 def get_method(name: str) -> Method:
@@ -82,32 +153,48 @@ def get_method(name: str) -> Method:
     return METHODS[name]
 
 
-def _normalize(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, np.float64)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+KERNEL, GRADSIM, TRACIN, SIMILARITY, JOURNEY, ENSEMBLE = (
+    "Kernel (TRAK family)", "Gradient similarity", "TracIn", "Pixel / embedding similarity", "Journey-TRAK", "Ensembles")
+_K = r"\phi(q)^\top(\Phi^\top\Phi+\lambda I)^{-1}\phi(x_i)"
 
-
-def score_one(rule: str, train: np.ndarray, query: np.ndarray, lam: float = 1.0, kernel: Kernel | None = None,
-              rows: slice | None = None) -> np.ndarray:
-    """(m, n) scores of query features against training features (or ``rows`` of them) for one model."""
-    train_rows = train if rows is None else train[rows]
-    if rule == "dot":
-        return np.asarray(query, np.float64) @ np.asarray(train_rows, np.float64).T
-    if rule == "cosine":
-        return _normalize(query) @ _normalize(train_rows).T
-    kernel = kernel or Kernel(train)
-    s = kernel.scores(query, lam, rows)
-    if rule == "relative":
-        return s / np.maximum(kernel.inverse_norms(lam)[rows or slice(None)], 1e-30)
-    if rule == "renormalized":
-        return s / np.maximum(np.linalg.norm(np.asarray(train_rows, np.float64), axis=1), 1e-30)
-    if rule != "kernel":
-        raise ValueError(f"unknown score rule {rule!r}")
-    return s
-
-
-def score(method: Method, train: list[np.ndarray], query: list[np.ndarray], lam: float = 1.0,
-          kernels: list[Kernel] | None = None, rows: slice | None = None) -> np.ndarray:
-    """Scores averaged over the models/checkpoints of ``method`` (one entry per model in the lists)."""
-    kernels = kernels or [None] * len(train)
-    return np.mean([score_one(method.score, t, q, lam, k, rows) for t, q, k in zip(train, query, kernels)], axis=0)
+for _m in [
+    Method("dtrak", "D-TRAK", KERNEL, "The paper's method: the TRAK kernel on gradients of L_Square, the squared "
+           "norm of the predicted noise — a function that ignores the noise target, and attributes better.",
+           rf"\tau(q,i)={_K},\quad f=\tfrac1d\lVert\epsilon_\theta(x_t,t)\rVert^2", output_fn="square"),
+    Method("trak", "TRAK", KERNEL, "The kernel score on gradients of the training loss L_Simple (Park et al., 2023).",
+           rf"\tau(q,i)={_K},\quad f=\tfrac1d\lVert\epsilon-\epsilon_\theta(x_t,t)\rVert^2", output_fn="simple"),
+    *[Method(f"kernel-{o}", f"Kernel · {OUTPUT_FUNCTIONS[o].label}", KERNEL,
+             f"The paper's Table 1 ablation: the kernel score on gradients of {OUTPUT_FUNCTIONS[o].label}.",
+             rf"\tau(q,i)={_K},\quad f={OUTPUT_FUNCTIONS[o].latex}", output_fn=o)
+      for o in ("elbo", "avg", "l1", "l2", "linf")],
+    Method("relative-if", "Relative influence", KERNEL, "TRAK divided by the norm of the training image's own "
+           "influence vector, so images that influence everything do not dominate (Barshan et al., 2020).",
+           rf"\tau(q,i)/\lVert(\Phi^\top\Phi+\lambda I)^{{-1}}\phi(x_i)\rVert", rule="relative"),
+    Method("renormalized-if", "Renormalized influence", KERNEL, "TRAK divided by the training feature's norm "
+           "(Hammoudeh & Lowd, 2022).", r"\tau(q,i)/\lVert\phi(x_i)\rVert", rule="renormalized"),
+    Method("grad-dot", "Gradient dot", GRADSIM, "Dot product of L_Simple gradient features, no kernel.",
+           r"\phi(q)^\top\phi(x_i)", rule="dot"),
+    Method("grad-cos", "Gradient cosine", GRADSIM, "Cosine of L_Simple gradient features, no kernel.",
+           r"\cos(\phi(q),\phi(x_i))", rule="cosine", opponents="Least similar gradients"),
+    Method("tracin", "TracInCP", TRACIN, "Gradient dot products averaged over training checkpoints (Pruthi et al., 2020).",
+           r"\tfrac1C\sum_c\phi_c(q)^\top\phi_c(x_i)", rule="dot", models="checkpoints"),
+    Method("gas", "GAS", TRACIN, "Gradient cosines averaged over training checkpoints.",
+           r"\tfrac1C\sum_c\cos(\phi_c(q),\phi_c(x_i))", rule="cosine", models="checkpoints",
+           opponents="Least similar gradients"),
+    SimilarityMethod("pixel-cos", "Raw pixel cosine", SIMILARITY, "Cosine of the raw pixel vectors.",
+                     r"\cos(x_q,x_i)", rule="cosine", representation="pixel"),
+    SimilarityMethod("pixel-dot", "Raw pixel dot", SIMILARITY, "Dot product of pixel vectors in [-1, 1].",
+                     r"x_q^\top x_i", rule="dot", representation="pixel"),
+    SimilarityMethod("embedding-cos", "Embedding cosine", SIMILARITY, "Cosine of the shipped classifier's "
+                     "penultimate embedding (the offline stand-in for CLIP).", r"\cos(e(x_q),e(x_i))", rule="cosine",
+                     representation="embedding"),
+    JourneyMethod("journey-trak", "Journey-TRAK", JOURNEY, "For generated images: the query's L_Simple gradients at "
+                  "each of its 50 DDIM steps, x_t re-noised from that step's x̂₀ prediction, averaged; TRAK kernel "
+                  "(Georgiev et al., 2023).", rf"\phi(q)=\tfrac1{{50}}\sum_s\nabla_\theta L(\hat x_0^{{(s)}},t_s),\ {_K}"),
+    Method("ensemble-trak", "Ensemble TRAK", ENSEMBLE, "TRAK scores averaged over models trained on random 50 % subsets.",
+           rf"\tfrac1M\sum_m\tau_m(q,i)", models="ensemble"),
+    Method("ensemble-dtrak", "Ensemble D-TRAK", ENSEMBLE,
+           "D-TRAK scores averaged over models trained on random 50 % subsets.", rf"\tfrac1M\sum_m\tau_m(q,i)",
+           output_fn="square", models="ensemble"),
+]:
+    register(_m)

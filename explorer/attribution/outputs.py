@@ -16,6 +16,7 @@ class OutputFunction:
     name: str
     label: str
     formula: str
+    latex: str
     fn: Fn  # (eps_pred, eps, t, elbo_weights) -> (S,)
 
 
@@ -60,13 +61,17 @@ def l_inf(pred, eps, t, w):
 
 OUTPUT_FUNCTIONS: dict[str, OutputFunction] = {
     o.name: o for o in [
-        OutputFunction("simple", "L_Simple", "(1/d)‖ε − ε_θ(x_t,t)‖²", l_simple),
-        OutputFunction("elbo", "L_ELBO", "β_t/(2α_t(1−ᾱ_t)) · (1/d)‖ε − ε_θ(x_t,t)‖²", l_elbo),
-        OutputFunction("square", "L_Square", "(1/d)‖ε_θ(x_t,t)‖²", l_square),
-        OutputFunction("avg", "L_Avg", "(1/d) Σ ε_θ(x_t,t)", l_avg),
-        OutputFunction("l1", "L_1", "‖ε_θ(x_t,t)‖₁", l_1),
-        OutputFunction("l2", "L_2", "‖ε_θ(x_t,t)‖₂", l_2),
-        OutputFunction("linf", "L_∞", "max |ε_θ(x_t,t)|", l_inf),
+        OutputFunction("simple", "L_Simple", "(1/d)‖ε − ε_θ(x_t,t)‖²",
+                       r"\tfrac1d\lVert\epsilon-\epsilon_\theta(x_t,t)\rVert_2^2", l_simple),
+        OutputFunction("elbo", "L_ELBO", "β_t/(2α_t(1−ᾱ_t)) · (1/d)‖ε − ε_θ(x_t,t)‖²",
+                       r"\tfrac{\beta_t}{2\alpha_t(1-\bar\alpha_t)}\tfrac1d\lVert\epsilon-\epsilon_\theta(x_t,t)\rVert_2^2",
+                       l_elbo),
+        OutputFunction("square", "L_Square", "(1/d)‖ε_θ(x_t,t)‖²", r"\tfrac1d\lVert\epsilon_\theta(x_t,t)\rVert_2^2",
+                       l_square),
+        OutputFunction("avg", "L_Avg", "(1/d) Σ ε_θ(x_t,t)", r"\tfrac1d\textstyle\sum_j\epsilon_\theta(x_t,t)_j", l_avg),
+        OutputFunction("l1", "L_1", "‖ε_θ(x_t,t)‖₁", r"\lVert\epsilon_\theta(x_t,t)\rVert_1", l_1),
+        OutputFunction("l2", "L_2", "‖ε_θ(x_t,t)‖₂", r"\lVert\epsilon_\theta(x_t,t)\rVert_2", l_2),
+        OutputFunction("linf", "L_∞", "max |ε_θ(x_t,t)|", r"\lVert\epsilon_\theta(x_t,t)\rVert_\infty", l_inf),
     ]
 }
 

@@ -7,6 +7,10 @@
   s(j) = ±1: φ_b = Σ_{j: h(j)=b} s(j) g_j. One pass over g (O(p) per gradient); E[⟨φ(a),φ(b)⟩]
   = ⟨a,b⟩ with variance ≤ 2‖a‖²‖b‖²/k, like Gaussian JL, at a fraction of the cost.
 
+Every projector draws its randomness from ``sketch_seed(seed, k)``: sketches of different k are
+independent (a k = 1024 sketch is not the k = 2048 one folded), so comparing k's compares
+projections, not one projection at two resolutions.
+
 Projectors take the gradient as one (N, p) tensor or as a list of (N, p_i) blocks whose widths
 sum to p (one per parameter tensor, in order), so per-sample gradients never need to be
 concatenated into one N×p copy.
@@ -21,6 +25,11 @@ def flat(parts: list[torch.Tensor]) -> torch.Tensor:
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
 
+def sketch_seed(seed: int, k: int) -> int:
+    """The generator seed of a k-dimensional sketch: (seed, k) mixed, so every k is independent."""
+    return (seed * 1_000_003 + k * 7_919 + 12_345) % (2**63 - 1)
+
+
 class Projector:
     name = "base"
 
@@ -28,6 +37,7 @@ class Projector:
         if k < 1:
             raise ValueError(f"k must be ≥ 1, got {k}")
         self.dim, self.k, self.seed, self.device = dim, k, seed, device
+        self.rng_seed = sketch_seed(seed, k)
 
     def project(self, parts: list[torch.Tensor]) -> torch.Tensor:  # [(N, p_i)] with Σ p_i = dim -> (N, k)
         raise NotImplementedError
@@ -50,7 +60,7 @@ class GaussianProjector(Projector):
     def block_matrix(self, b: int) -> torch.Tensor:
         """Rows [b·block, (b+1)·block) of P, from a generator seeded with (seed, b)."""
         rows = min(self.block, self.dim - b * self.block)
-        g = torch.Generator(device=self.device).manual_seed(self.seed * 1_000_003 + b)
+        g = torch.Generator(device=self.device).manual_seed(self.rng_seed * 1_000_003 + b)
         return torch.randn(rows, self.k, generator=g, device=self.device) / self.k ** 0.5
 
     def project(self, parts):
@@ -70,7 +80,7 @@ class CountSketchProjector(Projector):
 
     def __init__(self, dim, k, seed=0, device="cpu"):
         super().__init__(dim, k, seed, device)
-        gen = torch.Generator().manual_seed(seed)
+        gen = torch.Generator().manual_seed(self.rng_seed)
         bucket = torch.randint(0, k, (dim,), generator=gen)
         negative = torch.randint(0, 2, (dim,), generator=gen) == 0
         # int32 halves the index traffic on CUDA; CPU index_add_ is ~9× slower with int32 indices
@@ -86,9 +96,9 @@ class CountSketchProjector(Projector):
         return acc[:, :self.k] - acc[:, self.k:]
 
 
-class IdentityProjector(Projector):
-    """No projection (k = p): for exact checks on tiny models."""
-    name = "identity"
+class ExactProjector(Projector):
+    """No projection (k = p): the method's exact answer, the yardstick for every sketch."""
+    name = "exact"
 
     def __init__(self, dim, k=None, seed=0, device="cpu"):
         super().__init__(dim, dim, seed, device)
@@ -97,7 +107,7 @@ class IdentityProjector(Projector):
         return flat(parts)
 
 
-PROJECTORS = {c.name: c for c in (GaussianProjector, CountSketchProjector, IdentityProjector)}
+PROJECTORS = {c.name: c for c in (GaussianProjector, CountSketchProjector, ExactProjector)}
 
 
 def make_projector(name: str, dim: int, k: int, seed: int = 0, device: str = "cpu") -> Projector:

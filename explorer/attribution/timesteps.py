@@ -1,6 +1,7 @@
 """Timestep strategies and seeded noise.
 
-- ``uniform`` (the paper's): t ∈ {0, T/S, 2T/S, …}, i.e. ``range(0, T, T // S)``.
+- ``uniform`` (the paper's): t_s = ⌊s·T/S⌋ for s = 0..S−1, i.e. {0, T/S, 2T/S, …}; for every S
+  the S timesteps are distinct and spread over [0, T).
 - ``random``: S distinct timesteps drawn with a seed (the same for every sample).
 - ``cumulative``: t = 0..S−1.
 - ``list``: an explicit list (a single t is the per-step view).
@@ -13,7 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-T = 1000
+from ..models import T
+
 STRATEGIES = ("uniform", "random", "cumulative", "list")
 
 
@@ -39,12 +41,20 @@ class TimestepStrategy:
 
     def timesteps(self) -> list[int]:
         if self.kind == "uniform":
-            return list(range(0, T, T // self.S))[: self.S]
+            return [s * T // self.S for s in range(self.S)]
         if self.kind == "cumulative":
             return list(range(self.S))
         if self.kind == "random":
             return sorted(np.random.default_rng(self.seed).choice(T, self.S, replace=False).tolist())
         return list(self.ts)
+
+    @property
+    def label(self) -> str:
+        """What a person reads: "10 uniform timesteps", "t = 500", ..."""
+        if self.kind == "list":
+            return "t = " + ", ".join(map(str, self.ts)) if len(self.ts) <= 4 else f"{len(self.ts)} listed timesteps"
+        return {"uniform": f"{self.S} uniform timesteps", "cumulative": f"the first {self.S} timesteps (t = 0..{self.S - 1})",
+                "random": f"{self.S} random timesteps (seed {self.seed})"}[self.kind]
 
     @property
     def key(self) -> str:

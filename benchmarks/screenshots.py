@@ -1,0 +1,90 @@
+"""Screenshots of every tab at 1280×720 and at 390 px wide, from a real Chromium on a launched app.
+
+    PYTHONPATH=. python benchmarks/screenshots.py --out docs            # the README's pictures
+    PYTHONPATH=. python benchmarks/screenshots.py --out /tmp/shots --narrow
+The test suite never writes these; this script is the one way ``docs/`` screenshots are made."""
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import time
+
+TABS = ["Attribute", "Compare", "Timesteps", "Evaluation", "Learn"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(port: int, log_path: str, env: dict | None = None) -> subprocess.Popen:
+    """Starts ``python app.py`` on ``port`` and waits until it answers."""
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False",
+           **(env or {})}
+    log = open(log_path, "w+")
+    proc = subprocess.Popen([sys.executable, "app.py"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    start = time.time()
+    while time.time() - start < 120:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc
+        except OSError:
+            if proc.poll() is not None:
+                break
+            time.sleep(0.3)
+    proc.kill()
+    log.seek(0)
+    raise RuntimeError(log.read()[-3000:])
+
+
+def browser(p):
+    return p.chromium.launch(executable_path="/usr/bin/chromium", args=[
+        "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--no-first-run", "--disable-sync"])
+
+
+def open_tab(page, name: str) -> None:
+    """Clicks a tab, through the overflow menu when a narrow page has folded it there."""
+    tab = page.get_by_role("tab", name=name)
+    if not tab.is_visible():
+        page.locator(".overflow-menu button, button.overflow-menu").first.click()
+    page.get_by_role("tab", name=name).or_(page.get_by_role("button", name=name)).last.click()
+
+
+def main():
+    a = argparse.ArgumentParser()
+    a.add_argument("--out", required=True)
+    a.add_argument("--narrow", action="store_true", help="also 390 px wide")
+    args = a.parse_args()
+    from playwright.sync_api import sync_playwright
+    os.makedirs(args.out, exist_ok=True)
+    port = free_port()
+    proc = launch(port, os.path.join(args.out, "server.log"))
+    try:
+        with sync_playwright() as p:
+            b = browser(p)
+            sizes = [("", 1280, 720)] + ([("_390", 390, 844)] if args.narrow else [])
+            for suffix, w, h in sizes:
+                page = b.new_page(viewport={"width": w, "height": h})
+                page.goto(f"http://127.0.0.1:{port}")
+                page.locator("#proponents img").first.wait_for(timeout=120_000)
+                page.wait_for_timeout(1500)
+                for tab in TABS:
+                    open_tab(page, tab)
+                    if tab == "Compare":
+                        page.get_by_role("button", name="Compare").click()
+                    if tab == "Evaluation":
+                        page.get_by_role("button", name="Show evaluation").click()
+                    page.wait_for_timeout(4000)
+                    page.screenshot(path=os.path.join(args.out, f"{tab.lower()}{suffix}.png"))
+                page.close()
+            b.close()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,231 @@
+"""The feature store: where each training feature set lives (shipped ``assets/`` first, then the
+on-demand cache), manifest-checked loading, query-side features, kernels, and builds shared by
+everyone who asks for the same set.
+
+A missing set is built once per (model, output function, timesteps, projection), in a background
+thread, however many callers wait for it; a build whose last waiting caller left stops after its
+current shard (the finished shards stay on disk, so the next request resumes it).
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+
+from . import cache
+from .attribution.features import FeatureComputer, FeatureSpec, embedding_features, pixel_features
+from .attribution.kernel import Features, Kernel
+from .attribution.timesteps import TimestepStrategy
+from .models import load_model, weights_fingerprint
+from .task import Task
+
+Progress = Callable[[int, int], None]
+EXACT_MAX_BYTES = 600_000_000  # exact (unprojected) features are the default while n·p float16 fit in 600 MB
+
+
+class BuildStopped(RuntimeError):
+    """Every caller waiting for a build left; it stopped after its current shard and resumes later."""
+
+
+class _Job:
+    def __init__(self, fn: Callable[[Progress, Callable[[], bool]], object]):
+        self.fn, self.waiters, self.stop = fn, 0, False
+        self.progress, self.result, self.error = (0, 1), None, None
+        self.done = threading.Event()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self):
+        try:
+            self.result = self.fn(self._set_progress, lambda: self.stop)
+        except BaseException as e:  # handed to every waiting caller
+            self.error = e
+        self.done.set()
+
+    def _set_progress(self, done: int, total: int):
+        self.progress = (done, total)
+
+
+class Builds:
+    """One background job per key, shared by every caller that asks while it runs."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._jobs: dict[str, _Job] = {}
+
+    def running(self, key: str) -> bool:
+        job = self._jobs.get(key)
+        return job is not None and not job.done.is_set()
+
+    def run(self, key: str, fn, progress: Progress | None = None, left: Callable[[], bool] = lambda: False):
+        """Waits for the (shared) job ``fn(progress, should_stop)``; ``left()`` true means this
+        caller has gone (the job stops once no caller is left)."""
+        with self._lock:
+            job = self._jobs.get(key)
+            if job is None or job.done.is_set():
+                job = self._jobs[key] = _Job(fn)
+            job.waiters += 1
+            job.stop = False
+        try:
+            while not job.done.wait(0.2):
+                if progress:
+                    progress(*job.progress)
+                if left():
+                    raise BuildStopped("the page that asked for this build was closed")
+            if job.error is not None:
+                raise job.error
+            return job.result
+        finally:
+            with self._lock:
+                job.waiters -= 1
+                if job.waiters == 0:
+                    job.stop = True
+                    if job.done.is_set() and self._jobs.get(key) is job:
+                        del self._jobs[key]
+
+
+BUILDS = Builds()  # process-wide: every engine and visitor shares it
+
+
+def default_projection(n: int, dim: int) -> tuple[str, int]:
+    """Exact features when the n × p float16 matrix fits ``EXACT_MAX_BYTES`` (digits: 540 MB), else
+    CountSketch k = 4096 (shapes: 14 MB instead of 960 MB; see benchmarks/results/fidelity.json)."""
+    return ("exact", 0) if 2 * n * dim <= EXACT_MAX_BYTES else ("countsketch", 4096)
+
+
+class FeatureStore:
+    def __init__(self, task: Task, projector: str | None = None, k: int = 4096, seed: int = 0,
+                 cache_dir: str | None = None, device: str = "cpu"):
+        self.task, self.seed, self.device = task, seed, device
+        if projector is None:
+            projector, k = default_projection(len(task.data.train_idx), sum(p.numel() for p in task.model.parameters()))
+        self.projector, self.k = projector, k
+        self.cache_dir = cache_dir or task.paths.runtime_features
+        self._features: dict = {}
+        self._kernels: dict = {}
+        self._models: dict = {task.paths.model: task.model}
+        self._rates: dict = {}
+
+    @property
+    def projection(self) -> str:
+        return "exact" if self.projector == "exact" else f"{self.projector}{self.k}"
+
+    def spec(self, output_fn: str, strategy: TimestepStrategy) -> FeatureSpec:
+        return FeatureSpec(output_fn, strategy, self.projector, self.k, self.seed)
+
+    # ---- models ----
+    def model_dirs(self, which: str) -> list[str]:
+        """final | checkpoints (TracIn: intermediate checkpoints + final) | ensemble (50 % subset models)."""
+        paths = self.task.paths
+        if which == "checkpoints":
+            return paths.checkpoint_dirs()
+        if which == "ensemble":
+            dirs = paths.ensemble_dirs()
+            if not dirs:
+                raise cache.CacheError("this model has no ensemble models (the maintainer can train them with "
+                                       "`python -m precompute ensemble`)")
+            return dirs
+        return [paths.model]
+
+    def model(self, folder: str):
+        if folder not in self._models:
+            self._models[folder] = load_model(folder, self.device)
+        return self._models[folder]
+
+    # ---- training features ----
+    def _folders(self, model_dir: str, spec: FeatureSpec) -> tuple[str, str]:
+        name = os.path.relpath(model_dir, self.task.paths.base).replace(os.sep, "-")
+        return os.path.join(self.task.paths.features, name, spec.key), os.path.join(self.cache_dir, name, spec.key)
+
+    def _expected(self, model_dir: str, spec: FeatureSpec) -> dict:
+        return {"dataset": self.task.data.name, "data_sha": self.task.data_hash,
+                "weights_sha": weights_fingerprint(self.model(model_dir)), "spec": spec.to_json()}
+
+    def _load(self, model_dir: str, spec: FeatureSpec) -> Features | None:
+        shipped, folder = self._folders(model_dir, spec)
+        if folder in self._features:
+            return self._features[folder]
+        expected = self._expected(model_dir, spec)
+        for candidate in dict.fromkeys([shipped, folder]):
+            if os.path.exists(os.path.join(candidate, "manifest.json")):
+                try:
+                    self._features[folder] = cache.load(candidate, expected)
+                    return self._features[folder]
+                except cache.CacheError:
+                    continue  # stale or incomplete: rebuilt into the cache
+        return None
+
+    def ready(self, models: list[str], output_fn: str, strategy: TimestepStrategy) -> bool:
+        return all(self._load(m, self.spec(output_fn, strategy)) is not None for m in models)
+
+    def gradients(self, model_dir: str, output_fn: str, strategy: TimestepStrategy, progress: Progress | None = None,
+                  build: bool = True, left: Callable[[], bool] = lambda: False) -> Features:
+        """The (n × k) training features of one model, loaded, or built (shared) when missing."""
+        spec = self.spec(output_fn, strategy)
+        feats = self._load(model_dir, spec)
+        if feats is not None:
+            return feats
+        if not build:
+            raise cache.CacheError("these training features are not computed yet")
+        _, folder = self._folders(model_dir, spec)
+        expected = self._expected(model_dir, spec)
+        model = self.model(model_dir)
+
+        def job(report: Progress, should_stop: Callable[[], bool]) -> Features:
+            fc = FeatureComputer(model, spec, self.device)
+            x, uids = self.task.data.train_x, [int(i) for i in self.task.data.train_idx]
+
+            def rows(a, b):
+                if should_stop():
+                    raise BuildStopped("nobody is waiting for this build any more; it resumes on the next request")
+                return ((slice(a + s.start, a + s.stop), p) for s, p in fc.iter_features(x[a:b], uids[a:b]))
+            return cache.build(folder, expected, len(uids), rows, report)
+
+        self._features[folder] = BUILDS.run(folder, job, progress, left)
+        return self._features[folder]
+
+    def estimate_seconds(self, models: list[str], output_fn: str, strategy: TimestepStrategy) -> float:
+        """Build time of the missing sets, from a timed gradient chunk of this model on this machine."""
+        missing = [m for m in models if self._load(m, self.spec(output_fn, strategy)) is None]
+        if not missing:
+            return 0.0
+        key = (self.task.paths.model, output_fn)
+        if key not in self._rates:
+            fc = FeatureComputer(self.task.model, self.spec(output_fn, TimestepStrategy("uniform", 8)), self.device)
+            x = self.task.data.train_x[:8]
+            fc(x, list(range(8)))  # warm-up
+            t = time.perf_counter()
+            fc(x, list(range(8)))
+            self._rates[key] = 64 / (time.perf_counter() - t)  # model inputs per second
+        S = len(strategy.timesteps())
+        return len(missing) * len(self.task.data.train_idx) * S / self._rates[key] * 1.1
+
+    def kernel(self, key: tuple, feats: Features) -> Kernel:
+        if key not in self._kernels:
+            self._kernels[key] = Kernel(feats)
+        return self._kernels[key]
+
+    # ---- query features ----
+    def query_gradients(self, model_dir: str, output_fn: str, strategy: TimestepStrategy, queries: list,
+                        noise_seed: int | None = None) -> np.ndarray:
+        fc = FeatureComputer(self.model(model_dir), self.spec(output_fn, strategy), self.device, noise_seed=noise_seed)
+        return fc(torch.stack([q.x for q in queries]), [q.uid for q in queries])
+
+    def journey_gradients(self, model_dir: str, output_fn: str, queries: list) -> np.ndarray:
+        fc = FeatureComputer(self.model(model_dir), self.spec(output_fn, TimestepStrategy()), self.device)
+        if any(q.trajectory is None for q in queries):
+            raise ValueError("Journey-TRAK follows a generated image's sampling path: pick a generated query")
+        return np.concatenate([fc.trajectory(q.trajectory[1], q.trajectory[0], q.uid) for q in queries])
+
+    def representation(self, kind: str, queries: list | None) -> Features | np.ndarray:
+        """Pixel or classifier-embedding vectors of the training set (queries None) or of queries."""
+        x = self.task.data.train_x if queries is None else torch.stack([q.x for q in queries])
+        if queries is None and kind in self._features:
+            return self._features[kind]
+        out = pixel_features(x) if kind == "pixel" else embedding_features(self.task.classifier.embed, x)
+        if queries is None:
+            self._features[kind] = out = Features(out)
+        return out

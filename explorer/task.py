@@ -1,0 +1,105 @@
+"""A task: one dataset, the diffusion model trained on it, and its classifier, loaded from
+``assets/<name>/``. Queries (training, validation, generated, uploaded images) are made here.
+
+    task = Task("digits")
+    q = task.generated(seed=3)
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import torch
+
+from .attribution.features import GENERATED_UID, UPLOAD_UID
+from .cache import read_json
+from .classifier import load_classifier
+from .data import Dataset, load_dataset, to_model_tensor
+from .attribution.timesteps import seeded_noise
+from .models import ddim_sample, load_model, predict_x0
+from .paths import AssetPaths
+
+
+@dataclass
+class Query:
+    """A query image (C, H, W) in [-1, 1]; ``uid`` seeds its noise; generated queries keep their
+    DDIM trajectory (for Journey-TRAK)."""
+    kind: str  # train | val | generated | upload
+    x: torch.Tensor
+    uid: int
+    label: str = ""
+    trajectory: tuple | None = None  # (timesteps, x0 predictions)
+
+
+class Task:
+    def __init__(self, name: str, root: str | None = None, device: str = "cpu"):
+        self.paths = AssetPaths(name, **({"root": root} if root else {}))
+        self.device = device
+        self.data: Dataset = load_dataset(self.data_source(self.paths))
+        self.model = load_model(self.paths.model, device)
+        self.classifier = load_classifier(self.paths.classifier)
+        self.data_hash = self.data.fingerprint()
+
+    @staticmethod
+    def data_source(paths: AssetPaths) -> str:
+        """An embedded dataset's name, or the image folder the model was trained on (train.json)."""
+        if os.path.exists(paths.info):
+            return read_json(paths.info).get("data_source") or paths.dataset
+        return paths.dataset
+
+    def train_query(self, i: int) -> Query:
+        return Query("train", self.data.train_x[i], int(self.data.train_idx[i]),
+                     self.data.classes[self.data.train_labels[i]])
+
+    def val_query(self, j: int) -> Query:
+        return Query("val", self.data.val_x[j], int(self.data.val_idx[j]), self.data.classes[self.data.val_labels[j]])
+
+    def generated(self, seed: int, steps: int = 50) -> Query:
+        x, ts, x0 = ddim_sample(self.model, [seed], steps=steps, device=self.device, return_trajectory=True)
+        return Query("generated", x[0], GENERATED_UID + seed, trajectory=(ts, x0[:, 0]))
+
+    def upload(self, img) -> Query:
+        return Query("upload", to_model_tensor(img, self.data.channels, self.data.resolution), UPLOAD_UID)
+
+    def predict(self, x: torch.Tensor) -> tuple[str, float]:
+        """The classifier's label and confidence for one image."""
+        label, conf = self.classifier.predict(x[None])
+        return self.data.classes[int(label[0])], float(conf[0])
+
+    def noised_view(self, query: Query, t: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x_t, the model's x̂₀) for the query at timestep t, with the query's own seeded noise."""
+        eps = seeded_noise([query.uid], [t], tuple(query.x.shape), seed)[:, 0]
+        xt, x0 = predict_x0(self.model, query.x[None], eps, t)
+        return xt[0], x0[0]
+
+    @cached_property
+    def _embedding_reference(self) -> tuple[np.ndarray, float, float]:
+        """(training embeddings, 99th percentile of validation images' nearest-training distance,
+        mean border pixel of the training images)."""
+        with torch.no_grad():
+            train = self.classifier.embed(self.data.train_x).numpy()
+            val = self.classifier.embed(self.data.val_x).numpy()
+        d = np.sqrt(((val[:, None] - train[None]) ** 2).sum(-1)).min(1)
+        return train, float(np.percentile(d, 99)), float(_border(self.data.train_x).mean())
+
+    def familiarity(self, x: torch.Tensor) -> dict:
+        """How much an image looks like the training data: the classifier's label and confidence,
+        the nearest-neighbour distance of its embedding to the training set against the 99th
+        percentile of validation images' (``unusual`` beyond it), and whether its colours look
+        inverted (its border is nearer the training border when negated)."""
+        train, p99, border = self._embedding_reference
+        with torch.no_grad():
+            e = self.classifier.embed(x[None]).numpy()
+        dist = float(np.sqrt(((train - e) ** 2).sum(-1)).min())
+        label, conf = self.predict(x)
+        b = float(_border(x[None]).mean())
+        return {"label": label, "confidence": conf, "distance": dist, "p99": p99, "unusual": dist > p99,
+                "inverted": abs(-b - border) + 0.5 < abs(b - border)}
+
+
+def _border(x: torch.Tensor) -> torch.Tensor:
+    """Mean of each image's outermost pixel ring (N,)."""
+    ring = torch.cat([x[..., 0, :], x[..., -1, :], x[..., :, 0], x[..., :, -1]], -1)
+    return ring.flatten(1).mean(1)
