@@ -140,12 +140,12 @@ def server(tmp_path_factory):
 def test_gradio_client_flow(server, tmp_path):
     from gradio_client import Client
     c = Client(server, verbose=False)
-    out = c.predict("digits", "benchmark", 0, 50, 150, None, False, "dtrak", "uniform", 10, "exact", None, 8,
+    out = c.predict("digits", "benchmark", 0, 50, 150, False, "dtrak", "uniform", 10, "exact", None, 8,
                     api_name="/attribute")
-    assert "generated image 50" in out[2] and len(out[3]) == 8
-    out = c.predict("digits", "generate", 1e20, 50, 0, None, False, "dtrak", "uniform", 10, "exact", None, 8,
+    assert "generated image 50" in out[2] and len(out[3]["value"]) == 8
+    out = c.predict("digits", "generate", 1e20, 50, 0, False, "dtrak", "uniform", 10, "exact", None, 8,
                     api_name="/attribute")
-    assert "0 to 4,294,967,295" in out[0]
+    assert "0 to 4,294,967,295" in out[0]["value"]
     assert len(c.predict("digits", api_name="/benchmark_queries")) == 200
 
 
@@ -171,8 +171,10 @@ def test_browser_first_view_upload_seed_and_dataset_switch(server, tmp_path):
         assert "Benchmark image #100" in first
         # upload without touching the radio: the result is for the upload
         Image.fromarray(np.zeros((64, 64), np.uint8)).save(tmp_path / "black.png")
-        page.locator("#upload input[type=file]").set_input_files(str(tmp_path / "black.png"))
-        page.get_by_text("Your upload").wait_for(timeout=30_000)
+        with page.expect_file_chooser() as chooser:
+            page.locator("#upload").click()
+        chooser.value.set_files(str(tmp_path / "black.png"))
+        page.get_by_text("Your upload").wait_for(timeout=90_000)
         # a seed out of range: a message on the seed control, the results stay
         page.get_by_role("radio", name="Generate").check()
         page.locator("#seed input").fill("1e20")
