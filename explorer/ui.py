@@ -332,11 +332,10 @@ def timestep_view(dataset, source, seed, steps, bench_index, upload, invert, met
     q = make_query(dataset, source, seed, steps, bench_index, upload, invert)
     xt, x0 = eng.task.noised_view(q, t, eng.store.seed)
     st = TimestepStrategy.single(t)
-    if not eng.ready(m, st):
-        progress_free = eng.estimate_seconds(m, st)
+    if not eng.ready(m, st) and (secs := eng.estimate_seconds(m, st)) > 15:
         raise Problem(f"Attributing at t = {t} needs {m.label}'s features at that timestep (about "
-                      f"{max(progress_free, 1):.0f} s); click **Show this timestep** to compute them.")
-    res = eng.attribute(q, m, st, None, int(k), build=False)
+                      f"{secs:.0f} s); click **Show this timestep** to compute them.")
+    res = eng.attribute(q, m, st, None, int(k))  # a single timestep takes seconds: built (shared) at once
     sc = max(1, 128 // eng.data.resolution)
     return (gr.update(value="", visible=False), _png(q.x, sc), _png(xt, sc), _png(x0, sc),
             gr.update(value=gallery(eng, res.top.proponents[0], res.top.proponent_scores[0]),
