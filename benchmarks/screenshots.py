@@ -19,12 +19,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(port: int, log_path: str, env: dict | None = None) -> subprocess.Popen:
-    """Starts ``python app.py`` on ``port`` and waits until it answers."""
+def launch(port: int, log_path: str, env: dict | None = None, cwd: str | None = None) -> subprocess.Popen:
+    """Starts ``python app.py`` (in ``cwd``, default here) on ``port`` and waits until it answers."""
     env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False",
            **(env or {})}
     log = open(log_path, "w+")
-    proc = subprocess.Popen([sys.executable, "app.py"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([sys.executable, "app.py"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
     start = time.time()
     while time.time() - start < 120:
         try:

@@ -44,6 +44,7 @@ def _tmp(path: str) -> str:
 
 def atomic_write(path: str, write: Callable[[str], None]) -> None:
     """``write(tmp)`` then rename onto ``path``: readers see the old file or the new one, never half."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tmp = _tmp(path)
     try:
         write(tmp)
@@ -165,4 +166,4 @@ def load(folder: str, expected: dict, verify: bool = True) -> Features:
     arr, scale = load_npy(path), load_npy(scale_path, mmap=False)
     if arr.shape[0] != m["n"] or scale.shape != (m["n"],):
         raise CacheError(f"{path} has {arr.shape[0]} rows, manifest says {m['n']}; rebuild")
-    return Features(arr, scale)
+    return Features(arr, scale, sha=m["sha256"])

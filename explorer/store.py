@@ -182,7 +182,9 @@ class FeatureStore:
                 if should_stop():
                     raise BuildStopped("nobody is waiting for this build any more; it resumes on the next request")
                 return ((slice(a + s.start, a + s.stop), p) for s, p in fc.iter_features(x[a:b], uids[a:b]))
-            return cache.build(folder, expected, len(uids), rows, report)
+            feats = cache.build(folder, expected, len(uids), rows, report)
+            self.gram(feats)  # part of the build, so the first visitor after it does not wait for the kernel
+            return feats
 
         self._features[folder] = BUILDS.run(folder, job, progress, left)
         return self._features[folder]
@@ -203,9 +205,23 @@ class FeatureStore:
         S = len(strategy.timesteps())
         return len(missing) * len(self.task.data.train_idx) * S / self._rates[key] * 1.1
 
+    def gram(self, feats: Features) -> np.ndarray | None:
+        """Φ Φᵀ of stored features (n < k), kept in the cache under the features' checksum: computing it
+        for exact digits gradients takes ~17 s, reading it a few ms. None for features not on disk."""
+        if feats.sha is None or feats.n >= feats.k:
+            return None
+        path = os.path.join(self.cache_dir, "gram", f"{feats.sha[:32]}.npy")
+        if os.path.exists(path):
+            g = np.load(path)
+            if g.shape == (feats.n, feats.n):
+                return g
+        g = feats.gram()
+        cache.save_npy(path, g)
+        return g
+
     def kernel(self, key: tuple, feats: Features) -> Kernel:
         if key not in self._kernels:
-            self._kernels[key] = Kernel(feats)
+            self._kernels[key] = Kernel(feats, self.gram(feats))
         return self._kernels[key]
 
     # ---- query features ----

@@ -55,14 +55,23 @@ def available_datasets() -> list[str]:
 
 
 @lru_cache(maxsize=8)
-def engine(dataset: str, projection: str | None = None) -> Engine:
-    if dataset not in available_datasets():
-        raise Problem(f"There is no model called {dataset!r}.")
-    if projection in (None, "default"):
+def _engine(dataset: str, projection: str | None) -> Engine:
+    if projection is None:
         return Engine(dataset)
     if projection == "exact":
         return Engine(dataset, projector="exact")
     return Engine(dataset, projector="countsketch", k=int(projection.removeprefix("countsketch")))
+
+
+def engine(dataset: str, projection: str | None = None) -> Engine:
+    """One engine per (model, projection): the default projection and its name share one instance, so
+    features, kernels and builds are never held twice."""
+    if dataset not in available_datasets():
+        raise Problem(f"There is no model called {dataset!r}.")
+    base = _engine(dataset, None)
+    if projection in (None, "default", base.store.projection):
+        return base
+    return _engine(dataset, projection)
 
 
 def default_projection(dataset: str) -> str:
@@ -538,7 +547,7 @@ def build_app(default_dataset: str | None = None, warm: bool = True) -> gr.Block
                 invert = gr.Checkbox(False, label="Invert colours", visible=False)
                 method = gr.Dropdown(METHOD_CHOICES, value="dtrak", label="Method", elem_id="method")
                 method_doc = gr.Markdown(latex_delimiters=LATEX)
-                with gr.Accordion("Settings", open=False):
+                with gr.Accordion("Settings", open=False, elem_id="settings"):
                     strategy = gr.Dropdown(STRATEGY_CHOICES, value="uniform", label="Timesteps")
                     S = gr.Dropdown([1, 10, 100, 1000], value=10, label="S (number of timesteps)")
                     projection = gr.Dropdown(PROJECTIONS, value=default_projection(default), label="Gradient features")

@@ -196,8 +196,8 @@ def test_two_browsers_a_build_never_blocks_a_stored_answer(server):
     with sync_playwright() as p:
         a = _page(p, server)
         a.locator("#proponents img").nth(7).wait_for(timeout=30_000)
-        a.get_by_text("Settings").click()
-        a.get_by_label("Timesteps").click()
+        a.locator("#settings").get_by_role("button").first.click()
+        a.get_by_label("Timesteps", exact=True).click()
         a.get_by_role("option", name="Random").click()
         a.locator("#attribute").click()
         a.locator("#build").wait_for(state="visible", timeout=30_000)

@@ -15,7 +15,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+import warnings
+
 import numpy as np
+import torch
+
+warnings.filterwarnings("ignore", "The given NumPy array is not writable")  # memory-mapped rows are only read
 
 DENSE_LIMIT = 1 << 27  # entries: up to 512 MiB of float32 is converted at once, larger sets block by block
 
@@ -28,8 +33,8 @@ class Features:
         cross(q) = q Φᵀ      gram() = Φ Φᵀ      outer() = Φᵀ Φ      norms() = ‖φ_i‖
     """
 
-    def __init__(self, rows: np.ndarray, scale: np.ndarray | None = None, block: int = 256):
-        self.rows = rows
+    def __init__(self, rows: np.ndarray, scale: np.ndarray | None = None, block: int = 256, sha: str | None = None):
+        self.rows, self.sha = rows, sha  # sha: the stored file's checksum (names derived caches such as the Gram)
         self.n, self.k = rows.shape
         self.scale = np.ones(self.n, np.float32) if scale is None else np.asarray(scale, np.float32)
         self.block = max(1, min(block, (1 << 26) // max(1, self.k)))
@@ -40,7 +45,10 @@ class Features:
         step = self.n if self.n * self.k <= DENSE_LIMIT else self.block
         for a in range(0, self.n, step):
             sl = slice(a, min(a + step, self.n))
-            yield sl, np.asarray(self.rows[sl], self.dtype) * self.scale[sl, None].astype(self.dtype)
+            rows = np.asarray(self.rows[sl])
+            if rows.dtype == np.float16:  # torch's half → float conversion is vectorised, numpy's is not
+                rows = torch.from_numpy(rows).float().numpy()
+            yield sl, rows.astype(self.dtype, copy=False) * self.scale[sl, None].astype(self.dtype)
 
     def dense(self) -> np.ndarray:
         return np.concatenate([b for _, b in self.blocks()]).astype(np.float64)
@@ -84,11 +92,14 @@ def as_features(x: np.ndarray | Features) -> Features:
 
 
 class Kernel:
-    def __init__(self, phi: np.ndarray | Features):
+    def __init__(self, phi: np.ndarray | Features, gram: np.ndarray | None = None):
+        """``gram``: Φ Φᵀ when already known (the dual form's one expensive step, cached on disk)."""
         self.features = f = as_features(phi)
         self.n, self.k = f.n, f.k
         self.dual = self.n < self.k
-        s, vecs = np.linalg.eigh(f.gram() if self.dual else f.outer())
+        if self.dual and gram is None:
+            gram = f.gram()
+        s, vecs = np.linalg.eigh(gram if self.dual else f.outer())
         self.s = np.clip(s, 0, None)
         self._basis = vecs  # U (n×n) in the dual, V (k×k) in the primal
         self.b = vecs if self.dual else f.times(vecs)  # (n, r) train coordinates
