@@ -528,7 +528,8 @@ def build_app(default_dataset: str | None = None, warm: bool = True) -> gr.Block
         gr.Markdown("### Diffusion Attribution Explorer — which training images does a diffusion model's output come from?")
         gr.Markdown(HOWTO)
         shown = gr.State(None)
-        upload_path = gr.State(None)
+        # the uploaded file: a hidden component (not a State) so API clients can upload through Gradio too
+        upload_path = gr.File(None, type="filepath", visible=False, label="Upload (image file)")
         with gr.Row():
             with gr.Column(scale=1, min_width=260):
                 dataset = gr.Dropdown(datasets, value=default, label="Model")

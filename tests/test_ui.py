@@ -140,10 +140,10 @@ def server(tmp_path_factory):
 def test_gradio_client_flow(server, tmp_path):
     from gradio_client import Client
     c = Client(server, verbose=False)
-    out = c.predict("digits", "benchmark", 0, 50, 150, False, "dtrak", "uniform", 10, "exact", None, 8,
+    out = c.predict("digits", "benchmark", 0, 50, 150, None, False, "dtrak", "uniform", 10, "exact", None, 8,
                     api_name="/attribute")
     assert "generated image 50" in out[2] and len(out[3]["value"]) == 8
-    out = c.predict("digits", "generate", 1e20, 50, 0, False, "dtrak", "uniform", 10, "exact", None, 8,
+    out = c.predict("digits", "generate", 1e20, 50, 0, None, False, "dtrak", "uniform", 10, "exact", None, 8,
                     api_name="/attribute")
     assert "0 to 4,294,967,295" in out[0]["value"]
     assert len(c.predict("digits", api_name="/benchmark_queries")) == 200
