@@ -184,43 +184,56 @@ def to_model_tensor(img: Image.Image, channels: int, resolution: int) -> torch.T
     return torch.from_numpy(np.ascontiguousarray(arr))
 
 
-def load_image_folder(root: str, resolution: int = 32, channels: int = 3, val_fraction: float = 0.15, seed: int = 0) -> Dataset:
-    """A folder of images, optionally in class sub-folders (``root/<class>/*.png``); files that are
-    not images by extension are skipped, unreadable images raise ``ImageError`` naming the file."""
+MIN_IMAGES = 10
+
+
+def load_image_folder(root: str, resolution: int = 32, channels: int = 3, val_fraction: float = 0.15, seed: int = 0,
+                      min_images: int = MIN_IMAGES) -> Dataset:
+    """A folder of images, optionally in class sub-folders (``root/<class>/*.png``; without
+    sub-folders the images are unlabelled, one class "all"). Files that are not images by extension
+    are skipped and counted (``meta["skipped"]``); an unreadable image raises ``ImageError`` naming it."""
     if not os.path.isdir(root):
         raise FileNotFoundError(f"image folder {root!r} does not exist")
-    subdirs = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+    subdirs = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)) and not d.startswith("."))
     groups = [(c, os.path.join(root, c)) for c in subdirs] if subdirs else [("all", root)]
-    xs, ys = [], []
+    xs, ys, files, skipped = [], [], [], 0
     for label, (cls, folder) in enumerate(groups):
         for fname in sorted(os.listdir(folder)):
-            if not fname.lower().endswith(IMAGE_EXTENSIONS):
-                continue
             path = os.path.join(folder, fname)
+            if os.path.isdir(path) or fname == "dataset.json":
+                continue
+            if not fname.lower().endswith(IMAGE_EXTENSIONS):
+                skipped += 1
+                continue
             try:
                 xs.append(to_model_tensor(open_image(path), channels, resolution))
             except ImageError as e:
                 raise ImageError(f"{path}: {e}") from e
             ys.append(label)
-    if len(xs) < 2:
-        raise ImageError(f"found {len(xs)} images under {root!r}; need at least 2 ({', '.join(IMAGE_EXTENSIONS)})")
+            files.append(os.path.relpath(path, root))
+    if len(xs) < min_images:
+        raise ImageError(f"found {len(xs)} images under {root!r} ({skipped} other files skipped); a model needs at "
+                         f"least {min_images} ({', '.join(IMAGE_EXTENSIONS)})")
     name = os.path.basename(os.path.normpath(root))
-    return _with_split(name, torch.stack(xs), torch.tensor(ys), [c for c, _ in groups], val_fraction, seed)
+    return _with_split(name, torch.stack(xs), torch.tensor(ys), [c for c, _ in groups], val_fraction, seed,
+                       {"skipped": skipped, "labelled": len(groups) > 1, "files": files})
 
 
 EMBEDDED = {"digits": load_digits, "shapes": load_shapes}
 
 
-def load_dataset(name_or_path: str) -> Dataset:
-    """An embedded dataset by name, or an image folder by path (its resolution/channels come from
-    ``dataset.json`` beside it if present, else 32×32 RGB)."""
+def load_dataset(name_or_path: str, resolution: int | None = None, channels: int | None = None) -> Dataset:
+    """An embedded dataset by name, or an image folder by path: its resolution and channels are the
+    arguments, else ``dataset.json`` in the folder, else 32×32 RGB."""
     if name_or_path in EMBEDDED:
         return EMBEDDED[name_or_path]()
     if os.path.isdir(name_or_path):
         cfg_path = os.path.join(name_or_path, "dataset.json")
         cfg = json.load(open(cfg_path)) if os.path.exists(cfg_path) else {}
-        return load_image_folder(name_or_path, cfg.get("resolution", 32), cfg.get("channels", 3))
-    raise ValueError(f"unknown dataset {name_or_path!r}: use one of {sorted(EMBEDDED)} or a path to an image folder")
+        return load_image_folder(name_or_path, resolution or cfg.get("resolution", 32),
+                                 channels or cfg.get("channels", 3))
+    raise FileNotFoundError(f"no dataset or image folder {name_or_path!r}: use one of {sorted(EMBEDDED)} or the path "
+                            f"of a folder of images")
 
 
 def save_split(ds: Dataset, folder: str) -> None:

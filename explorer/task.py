@@ -22,6 +22,16 @@ from .models import ddim_sample, load_model, predict_x0
 from .paths import AssetPaths
 
 
+def open_dataset(paths: AssetPaths) -> Dataset:
+    """The data the model under ``paths`` was trained on: an embedded dataset by name, or the image
+    folder (with its resolution and channels) that ``train.json`` recorded at training."""
+    info = read_json(paths.info) if os.path.exists(paths.info) else {}
+    source = info.get("data_source") or paths.dataset
+    if info.get("data_source") and not os.path.isdir(source):
+        raise FileNotFoundError(f"the images this model was trained on ({source}) are no longer there")
+    return load_dataset(source, **info.get("data_options", {}))
+
+
 @dataclass
 class Query:
     """A query image (C, H, W) in [-1, 1]; ``uid`` seeds its noise; generated queries keep their
@@ -37,17 +47,11 @@ class Task:
     def __init__(self, name: str, root: str | None = None, device: str = "cpu"):
         self.paths = AssetPaths(name, **({"root": root} if root else {}))
         self.device = device
-        self.data: Dataset = load_dataset(self.data_source(self.paths))
+        self.data: Dataset = open_dataset(self.paths)
         self.model = load_model(self.paths.model, device)
-        self.classifier = load_classifier(self.paths.classifier)
+        # unlabelled image folders have no classifier: no class reading, no embedding similarity
+        self.classifier = load_classifier(self.paths.classifier) if os.path.isdir(self.paths.classifier) else None
         self.data_hash = self.data.fingerprint()
-
-    @staticmethod
-    def data_source(paths: AssetPaths) -> str:
-        """An embedded dataset's name, or the image folder the model was trained on (train.json)."""
-        if os.path.exists(paths.info):
-            return read_json(paths.info).get("data_source") or paths.dataset
-        return paths.dataset
 
     def train_query(self, i: int) -> Query:
         return Query("train", self.data.train_x[i], int(self.data.train_idx[i]),
@@ -65,6 +69,8 @@ class Task:
 
     def predict(self, x: torch.Tensor) -> tuple[str, float]:
         """The classifier's label and confidence for one image."""
+        if self.classifier is None:
+            return None, None
         label, conf = self.classifier.predict(x[None])
         return self.data.classes[int(label[0])], float(conf[0])
 
@@ -78,11 +84,16 @@ class Task:
     def _embedding_reference(self) -> tuple[np.ndarray, float, float]:
         """(training embeddings, 99th percentile of validation images' nearest-training distance,
         mean border pixel of the training images)."""
-        with torch.no_grad():
-            train = self.classifier.embed(self.data.train_x).numpy()
-            val = self.classifier.embed(self.data.val_x).numpy()
+        train, val = self._embed(self.data.train_x), self._embed(self.data.val_x)
         d = np.sqrt(((val[:, None] - train[None]) ** 2).sum(-1)).min(1)
         return train, float(np.percentile(d, 99)), float(_border(self.data.train_x).mean())
+
+    def _embed(self, x: torch.Tensor) -> np.ndarray:
+        """The classifier's embedding, or the raw pixels where there is no classifier."""
+        if self.classifier is None:
+            return x.flatten(1).numpy()
+        with torch.no_grad():
+            return self.classifier.embed(x).numpy()
 
     def familiarity(self, x: torch.Tensor) -> dict:
         """How much an image looks like the training data: the classifier's label and confidence,
@@ -90,8 +101,7 @@ class Task:
         percentile of validation images' (``unusual`` beyond it), and whether its colours look
         inverted (its border is nearer the training border when negated)."""
         train, p99, border = self._embedding_reference
-        with torch.no_grad():
-            e = self.classifier.embed(x[None]).numpy()
+        e = self._embed(x[None])
         dist = float(np.sqrt(((train - e) ** 2).sum(-1)).min())
         label, conf = self.predict(x)
         b = float(_border(x[None]).mean())

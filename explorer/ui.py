@@ -74,6 +74,11 @@ def engine(dataset: str, projection: str | None = None) -> Engine:
     return _engine(dataset, projection)
 
 
+def first_source(dataset: str) -> str:
+    """What the page opens on: a stored benchmark image, or (models without an evaluation) a generated one."""
+    return "benchmark" if engine(dataset).results.has_queries else "generate"
+
+
 def default_projection(dataset: str) -> str:
     return engine(dataset).store.projection
 
@@ -164,7 +169,8 @@ def describe_query(dataset: str, q, source: str, bench_index) -> str:
     """One or two sentences: what the query is and what the classifier thinks it shows."""
     eng = engine(dataset)
     fam = eng.task.familiarity(q.x)
-    guess = f"the classifier reads it as **{fam['label']}** ({fam['confidence']:.0%} confident)"
+    guess = ("no classifier (this model's images have no class labels)" if fam["label"] is None else
+             f"the classifier reads it as **{fam['label']}** ({fam['confidence']:.0%} confident)")
     if source == "benchmark":
         split, col = eng.results.split_of(int(bench_index))
         what = (f"Benchmark image #{int(bench_index)}: validation image {col} (label {q.label}), never trained on"
@@ -235,6 +241,8 @@ def _compute(dataset, source, seed, steps, bench_index, upload, invert, method, 
     if m.generated_only and source != "generate" and not (
             source == "benchmark" and eng.results.has_queries and eng.results.split_of(int(bench_index))[0] == "generated"):
         raise Problem(f"{m.label} follows a generated image's sampling path: pick a generated image.")
+    if getattr(m, "representation", None) == "embedding" and eng.task.classifier is None:
+        raise Problem(f"{m.label} needs a classifier, and this model's images have no class labels.")
     q = make_query(dataset, source, seed, steps, bench_index, upload, invert, trajectory=m.generated_only)
     res = None
     if source == "benchmark" and strategy == "uniform":
@@ -533,16 +541,17 @@ def build_app(default_dataset: str | None = None, warm: bool = True) -> gr.Block
         with gr.Row():
             with gr.Column(scale=1, min_width=260):
                 dataset = gr.Dropdown(datasets, value=default, label="Model")
+                first = first_source(default)
                 source = gr.Radio([("Benchmark image", "benchmark"), ("Generate", "generate"), ("Upload", "upload")],
-                                  value="benchmark", label="Query", elem_id="source")
+                                  value=first, label="Query", elem_id="source")
                 bench_index = gr.Number(100, label="Benchmark image # (0–99 real, 100–199 generated)", precision=0,
-                                        elem_id="bench-index")
-                with gr.Accordion("Browse benchmark images", open=False, visible=True) as bench_box:
+                                        elem_id="bench-index", visible=first == "benchmark")
+                with gr.Accordion("Browse benchmark images", open=False, visible=first == "benchmark") as bench_box:
                     bench_gal = gr.Gallery(columns=8, height=260, allow_preview=False, show_label=False,
                                            elem_id="benchmark-queries")
-                seed = gr.Number(0, label="Seed", precision=None, visible=False, elem_id="seed")
+                seed = gr.Number(0, label="Seed", precision=None, visible=first == "generate", elem_id="seed")
                 seed_msg = gr.Markdown(visible=False, elem_id="seed-msg")
-                steps = gr.Slider(5, 100, 50, step=1, label="DDIM steps", visible=False)
+                steps = gr.Slider(5, 100, 50, step=1, label="DDIM steps", visible=first == "generate")
                 upload_btn = gr.UploadButton("Upload your own image", file_types=["image"], size="sm",
                                              elem_id="upload")
                 invert = gr.Checkbox(False, label="Invert colours", visible=False)
@@ -684,7 +693,7 @@ def build_app(default_dataset: str | None = None, warm: bool = True) -> gr.Block
             blank = plots.message("")
             return (None, "", [], [], blank, blank, None, "", None, "", [], [], "", None, None, None, [], "",
                     blank, blank, blank, "", [], "", gr.update(value="", visible=False), gr.update(visible=False),
-                    "benchmark", 100, default_projection(d), benchmark_gallery(d))
+                    first_source(d), 100, default_projection(d), benchmark_gallery(d))
         dataset.change(reset, dataset, [query_img, info, pro, opp, hist, mix, shown, stab, big, big_info, gal_a, gal_b,
                                         cmp_text, t_query, xt_img, x0_img, t_gal, t_text, lds_val, lds_gen, scatter,
                                         scatter_text, cf_gal, cf_table, status, build_btn, source, bench_index,

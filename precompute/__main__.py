@@ -1,6 +1,8 @@
 """``python -m precompute <stage> --dataset D``: stages train, ensemble, features, lds, counterfactual, all.
 
-``ensemble`` trains only the 50 % subset models the ensemble methods need (``lds`` trains them too)."""
+``ensemble`` trains only the 50 % subset models the ensemble methods need (``lds`` trains them too).
+Your own images: ``python -m precompute all --dataset NAME --data FOLDER`` trains the model (and a
+classifier when the folder has class sub-folders) and builds its features; the app then lists NAME."""
 from __future__ import annotations
 
 import argparse
@@ -13,7 +15,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m precompute", description=__doc__, allow_abbrev=False)
     p.add_argument("stage", choices=["train", "ensemble", "features", "lds", "counterfactual", "all"])
-    p.add_argument("--dataset", required=True, help="digits, shapes, or a path to an image folder")
+    p.add_argument("--dataset", required=True, help="digits, shapes, a name for --data, or a path to an image folder")
+    p.add_argument("--data", default=None, help="train: an image folder (class sub-folders become labels); the "
+                   "model is saved as assets/<dataset>/ and listed in the app")
+    p.add_argument("--resolution", type=int, default=None, help="train: image size for --data (default 32)")
+    p.add_argument("--channels", type=int, default=None, choices=[1, 3], help="train: 1 (grey) or 3 (RGB, default)")
     p.add_argument("--epochs", type=int, default=None, help="override the dataset's training epochs")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cuda" if _cuda() else "cpu")
@@ -23,17 +29,34 @@ def main(argv=None) -> int:
     p.add_argument("--subsets", type=int, default=None, help="number of LDS subsets")
     p.add_argument("--until", default=None, choices=["retrain"], help="lds: stop after retraining + ground truth")
     args = p.parse_args(argv)
-    stages = ["train", "ensemble", "features", "lds", "counterfactual"] if args.stage == "all" else [args.stage]
-    used = {"subsets": {"lds"}, "until": {"lds"}, "method": {"features"}, "address": {"ensemble", "lds", "counterfactual"}}
+    everything = ["train", "features"] if args.data else ["train", "ensemble", "features", "lds", "counterfactual"]
+    stages = everything if args.stage == "all" else [args.stage]
+    used = {"subsets": {"lds"}, "until": {"lds"}, "method": {"features"}, "address": {"ensemble", "lds", "counterfactual"},
+            "data": {"train"}, "resolution": {"train"}, "channels": {"train"}}
     for flag, where in used.items():
         if getattr(args, flag) is not None and not where & set(stages):
             p.error(f"--{flag} is used only by the {' / '.join(sorted(where))} stage(s), not by {args.stage}")
     from .evaluate import EvalConfig
     cfg = EvalConfig(**({"n_subsets": args.subsets} if args.subsets else {}), epochs=args.epochs)
+    from explorer.data import ImageError
+    try:
+        run_stages(args, stages, cfg)
+    except (ImageError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.data and args.stage == "all":
+        print(f"{args.dataset} is ready: restart the app to find it in the model list. Its evaluation (LDS: 64 "
+              f"retrained models; counterfactual: 24) is a separate, long step: python -m precompute lds "
+              f"--dataset {args.dataset}")
+    return 0
+
+
+def run_stages(args, stages: list[str], cfg) -> None:
     for stage in stages:
         if stage == "train":
             from . import train
-            train.run(args.dataset, epochs=args.epochs, seed=args.seed, device=args.device)
+            train.run(args.dataset, epochs=args.epochs, seed=args.seed, device=args.device, data=args.data,
+                      resolution=args.resolution, channels=args.channels)
         elif stage == "features":
             from . import features
             features.run(args.dataset, methods=args.method, device=args.device)
@@ -42,7 +65,6 @@ def main(argv=None) -> int:
             kw = {"until": args.until} if stage == "lds" else {}
             getattr(evaluate, "run_" + stage)(args.dataset, device=args.device, engine=args.engine,
                                               address=args.address, cfg=cfg, **kw)
-    return 0
 
 
 def _cuda() -> bool:

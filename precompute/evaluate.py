@@ -19,13 +19,13 @@ import torch
 from explorer.attribution.methods import METHODS, get_method
 from explorer.attribution.timesteps import TimestepStrategy, seeded_noise
 from explorer.cache import CacheError, load_npy, read_json, save_npy, save_npz, write_json
-from explorer.data import load_dataset
 from explorer.evaluation import counterfactual as cf
 from explorer.evaluation.lds import evaluate, make_subsets, masks_from_subsets, measured_outputs, predictions
 from explorer.evaluation.results import SPLITS, EvalResults, s_key
 from explorer.models import (TRAIN_CONFIGS, UNET_CONFIGS, TrainConfig, ddim_sample, load_model, make_unet, save_model,
                              train, unet_config_for)
 from explorer.paths import AssetPaths
+from explorer.task import open_dataset
 
 from .jobs import run_jobs
 
@@ -57,7 +57,7 @@ def runs_dir(dataset: str) -> str:
 
 
 def _recipe(dataset: str):
-    ds = load_dataset(dataset)
+    ds = open_dataset(AssetPaths(dataset))
     return ds, UNET_CONFIGS.get(ds.name) or unet_config_for(ds.channels, ds.resolution), TRAIN_CONFIGS.get(ds.name, TrainConfig())
 
 
@@ -116,7 +116,7 @@ def run_lds(dataset: str, device: str = "cpu", engine: str = "local", address: s
     cfg = cfg or EvalConfig()
     paths = AssetPaths(dataset)
     os.makedirs(paths.eval, exist_ok=True)
-    ds = load_dataset(dataset)
+    ds = open_dataset(AssetPaths(dataset))
     n = len(ds.train_idx)
     t0 = time.time()
 
@@ -147,7 +147,7 @@ def run_ensemble(dataset: str, device: str = "cpu", engine: str = "local", addre
     """Only the first ``cfg.ensemble_models`` LDS subset models (the same jobs, so a later LDS run
     reuses them), kept under assets/<dataset>/ensemble/ for the ensemble methods."""
     cfg = cfg or EvalConfig()
-    n = len(load_dataset(dataset).train_idx)
+    n = len(open_dataset(AssetPaths(dataset)).train_idx)
     subsets = make_subsets(n, cfg.ensemble_models, cfg.alpha, cfg.subset_seed)  # = the LDS subsets 0..M-1
     jobs = _subset_jobs(dataset, subsets, cfg, device)
     run_jobs(train_job, jobs, engine, address, desc="ensemble models")
@@ -172,7 +172,7 @@ def _keep_ensemble(dataset: str, run_dirs: list[str]) -> list[str]:
 def _write_queries(dataset: str, path: str, cfg: EvalConfig, device: str) -> None:
     """Benchmark queries: n_val validation images (seeded choice) and n_gen DDIM-50 samples (seed j)."""
     from explorer.attribution.features import GENERATED_UID
-    ds = load_dataset(dataset)
+    ds = open_dataset(AssetPaths(dataset))
     model = load_model(AssetPaths(dataset).model, device)
     val = np.sort(np.random.default_rng(0).choice(len(ds.val_idx), min(cfg.n_val, len(ds.val_idx)), replace=False))
     gen = ddim_sample(model, list(range(cfg.n_gen)), device=device)
@@ -233,7 +233,7 @@ def run_counterfactual(dataset: str, device: str = "cpu", engine: str = "local",
     cfg = cfg or EvalConfig()
     paths, runs = AssetPaths(dataset), runs_dir(dataset)
     os.makedirs(paths.eval, exist_ok=True)
-    ds = load_dataset(dataset)
+    ds = open_dataset(AssetPaths(dataset))
     n, k = len(ds.train_idx), int(round(cfg.cf_fraction * len(ds.train_idx)))
     removed_path = os.path.join(paths.eval, "counterfactual_removed.npz")
     if not os.path.exists(removed_path):

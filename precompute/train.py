@@ -17,9 +17,16 @@ from explorer.models import (TRAIN_CONFIGS, UNET_CONFIGS, TrainConfig, ddim_samp
 from explorer.paths import AssetPaths
 
 
-def run(dataset: str, epochs: int | None = None, seed: int = 0, device: str = "cpu", n_samples: int = 64) -> dict:
-    ds = load_dataset(dataset)
+def run(dataset: str, epochs: int | None = None, seed: int = 0, device: str = "cpu", n_samples: int = 64,
+        data: str | None = None, resolution: int | None = None, channels: int | None = None) -> dict:
+    """Trains ``assets/<dataset>/``; ``data`` is an image folder (default: ``dataset`` itself, an embedded
+    name or a folder path) read at ``resolution`` × ``resolution`` with ``channels`` channels."""
+    source = data or dataset
+    options = {k: v for k, v in (("resolution", resolution), ("channels", channels)) if v}
+    ds = load_dataset(source, **options)
     paths = AssetPaths(dataset)
+    if ds.meta.get("skipped"):
+        print(f"{ds.meta['skipped']} files in {source} are not images and were skipped")
     os.makedirs(paths.base, exist_ok=True)
     save_split(ds, paths.split)
 
@@ -36,16 +43,20 @@ def run(dataset: str, epochs: int | None = None, seed: int = 0, device: str = "c
     train_s = time.time() - t0
     save_model(model.cpu(), paths.model)
 
-    print("training classifier ...")
-    clf = train_classifier(ds.train_x, ds.train_labels, ClassifierConfig(ds.channels, len(ds.classes)), seed=seed)
-    save_classifier(clf, paths.classifier)
-    with torch.no_grad():
-        val_acc = (clf(ds.val_x).argmax(-1) == ds.val_labels).float().mean().item()
-
     t0 = time.time()
     samples = ddim_sample(model, list(range(n_samples)), device=device)
     sample_s = (time.time() - t0) / n_samples
-    _, conf = clf.predict(samples)
+    val_acc = confident = None
+    if len(ds.classes) > 1:
+        print("training classifier ...")
+        clf = train_classifier(ds.train_x, ds.train_labels, ClassifierConfig(ds.channels, len(ds.classes)), seed=seed)
+        save_classifier(clf, paths.classifier)
+        with torch.no_grad():
+            val_acc = (clf(ds.val_x).argmax(-1) == ds.val_labels).float().mean().item()
+        confident = float((clf.predict(samples)[1] >= 0.9).float().mean())
+    else:
+        print("no class sub-folders: no classifier is trained (the page shows no class reading, class mix or "
+              "embedding similarity for this model)")
     grid(samples, ncol=8, scale=4 if ds.resolution <= 8 else 2).save(os.path.join(paths.base, "samples.png"))
     info = {
         "dataset": ds.name, "n_train": len(ds.train_idx), "n_val": len(ds.val_idx), "unet": asdict(unet_cfg),
@@ -53,12 +64,14 @@ def run(dataset: str, epochs: int | None = None, seed: int = 0, device: str = "c
         "final_loss": losses[-1], "losses": losses, "train_seconds": train_s,
         "train_images_per_second": cfg.epochs * len(ds.train_idx) / train_s,
         "ddim50_seconds_per_image": sample_s, "classifier_val_accuracy": val_acc,
-        "samples_confident_share": float((conf >= 0.9).float().mean()), "n_quality_samples": n_samples,
-        "meta": ds.meta, "data_source": None if dataset == ds.name else os.path.abspath(dataset),
+        "samples_confident_share": confident, "n_quality_samples": n_samples,
+        "meta": ds.meta, "data_source": None if source == ds.name and not os.path.isdir(source) else os.path.abspath(source),
+        "data_options": options,
     }
     write_json(paths.info, info)
-    print(f"{ds.name}: loss {losses[-1]:.4f}, classifier val acc {val_acc:.3f}, "
-          f"{info['samples_confident_share']:.0%} of {n_samples} samples labelled with confidence ≥ 0.9")
+    quality = (f"classifier val acc {val_acc:.3f}, {confident:.0%} of {n_samples} samples labelled with confidence "
+               f"≥ 0.9" if val_acc is not None else "no classifier")
+    print(f"{paths.dataset}: loss {losses[-1]:.4f}, {quality}")
     return info
 
 

@@ -35,8 +35,9 @@ def test_image_folder_converts_modes_and_skips_non_images(tmp_path):
     Image.new("RGBA", (12, 12), (0, 0, 255, 0)).save(tmp_path / "dogs" / "c.png")  # transparent → black
     Image.new("RGB", (8, 8), (0, 255, 0)).save(tmp_path / "dogs" / "d.jpg")
     (tmp_path / "dogs" / "notes.txt").write_text("not an image")
-    ds = load_image_folder(str(tmp_path), resolution=16, channels=3, val_fraction=0.5)
-    assert ds.x.shape == (4, 3, 16, 16) and ds.classes == ["cats", "dogs"]
+    ds = load_image_folder(str(tmp_path), resolution=16, channels=3, val_fraction=0.5, min_images=4)
+    assert ds.x.shape == (4, 3, 16, 16) and ds.classes == ["cats", "dogs"] and ds.meta["skipped"] == 1
+    assert ds.meta["files"] == ["cats/a.png", "cats/b.png", "dogs/c.png", "dogs/d.jpg"]
     assert ds.labels.tolist() == [0, 0, 1, 1]
     assert torch.allclose(ds.x[0, 0], torch.ones(16, 16)) and torch.allclose(ds.x[0, 1], -torch.ones(16, 16))
     assert torch.allclose(ds.x[1], torch.ones(3, 16, 16))  # grayscale white → RGB white
@@ -48,7 +49,7 @@ def test_image_folder_names_the_corrupt_file(tmp_path):
     data = (tmp_path / "ok.png").read_bytes()
     (tmp_path / "broken.png").write_bytes(data[: len(data) // 2])
     with pytest.raises(ImageError, match="broken.png"):
-        load_image_folder(str(tmp_path), resolution=8)
+        load_image_folder(str(tmp_path), resolution=8, min_images=1)
 
 
 def test_open_image_refuses_bombs_and_non_images(tmp_path):
