@@ -167,12 +167,20 @@ def initial_noise(seeds: list[int], shape: tuple) -> torch.Tensor:
     return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
 
 
+def on_device(model: torch.nn.Module, device: str) -> torch.nn.Module:
+    """The model in eval mode on ``device``, moved only when it is elsewhere: a model shared between
+    threads may be inside another thread's vmap, where assigning ``param.data`` is an error."""
+    if next(model.parameters()).device != torch.device(device):
+        model.to(device)
+    return model.eval()
+
+
 @torch.no_grad()
 def ddim_sample(model: UNet2DModel, seeds: list[int], steps: int = 50, device: str = "cpu",
                 return_trajectory: bool = False, batch_size: int = 256):
     """Deterministic DDIM (η = 0). Returns images (N, C, H, W) clamped to [-1, 1]; with
     ``return_trajectory`` also the timesteps and the x̂₀ predictions at every step (steps, N, C, H, W)."""
-    model.eval().to(device)
+    on_device(model, device)
     cfg = model.config
     x = initial_noise(seeds, (cfg.in_channels, cfg.sample_size, cfg.sample_size)).to(device)
     sched = DDIMScheduler(num_train_timesteps=T, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,

@@ -368,6 +368,7 @@ def build_timestep(dataset, method, t, request: gr.Request, progress=gr.Progress
     session = getattr(request, "session_hash", None)
     eng.build(m, TimestepStrategy.single(int(t)), lambda a, b: progress(a / b, desc=f"features at t = {int(t)}"),
               left=lambda: session in LEFT)
+    return gr.update(value="", visible=False)
 
 
 def evaluation(dataset, method, S, bench_index):
@@ -590,6 +591,7 @@ def build_app(default_dataset: str | None = None, warm: bool = True) -> gr.Block
                             mix = gr.Plot(label="Class mix")
                     with gr.Tab("Compare"):
                         gr.Markdown("Two methods on the same query and settings: do they agree on what it came from?")
+                        cmp_status = gr.Markdown(visible=False, elem_id="cmp-status")
                         method_b = gr.Dropdown(METHOD_CHOICES, value="trak", label="Compare with")
                         cmp_btn = gr.Button("Compare")
                         with gr.Row(equal_height=False):
@@ -605,6 +607,7 @@ def build_app(default_dataset: str | None = None, warm: bool = True) -> gr.Block
                             t = gr.Slider(0, T - 1, 500, step=1, label="t (drag, or type a value and press Enter)",
                                           elem_id="t-slider")
                             t_btn = gr.Button("Show this timestep", scale=0)
+                        t_status = gr.Markdown(visible=False, elem_id="t-status")
                         t_text = gr.Markdown(elem_id="t-label")
                         with gr.Row():
                             t_query = gr.Image(label="Query", type="filepath", height=150, width=150)
@@ -617,6 +620,7 @@ def build_app(default_dataset: str | None = None, warm: bool = True) -> gr.Block
                         gr.Markdown("How far to trust each method: LDS (does it predict retraining?) and the "
                                     "counterfactual (does removing its proponents change the image?).")
                         ev_btn = gr.Button("Show evaluation")
+                        ev_status = gr.Markdown(visible=False, elem_id="ev-status")
                         with gr.Row():
                             lds_val = gr.Plot(label="LDS, real held-out images", elem_id="lds-val")
                             lds_gen = gr.Plot(label="LDS, generated images", elem_id="lds-gen")
@@ -673,31 +677,32 @@ def build_app(default_dataset: str | None = None, warm: bool = True) -> gr.Block
         pro.select(pick_proponent, [dataset, shown], [big, big_info], api_name=False)
         opp.select(pick_opponent, [dataset, shown], [big, big_info], api_name=False)
 
-        cmp_out = [status, cmp_query, cmp_text, gal_a, gal_b]
+        # each tab reports its own problems, so one tab's message never hides or replaces another's
+        cmp_out = [cmp_status, cmp_query, cmp_text, gal_a, gal_b]
         cmp_btn.click(friendly(len(cmp_out))(compare), q_in + [method, method_b, strategy, S, projection, lam, k],
                       cmp_out, concurrency_id="fast", api_name="compare")
 
-        t_out = [status, t_query, xt_img, x0_img, t_gal, t_text]
+        t_out = [t_status, t_query, xt_img, x0_img, t_gal, t_text]
         f_t = friendly(len(t_out))(timestep_view)
         t_in = q_in + [method, t, k]
         t.change(f_t, t_in, t_out, concurrency_id="fast", trigger_mode="always_last", api_name="timestep")
-        t_btn.click(friendly(1)(build_timestep), [dataset, method, t], [status], concurrency_id="build",
+        t_btn.click(friendly(1)(build_timestep), [dataset, method, t], [t_status], concurrency_id="build",
                     api_name=False).success(f_t, t_in, t_out, concurrency_id="fast", api_name=False)
         demo.load(f_t, t_in, t_out, concurrency_id="fast", api_name=False)
 
-        ev_out = [status, lds_val, lds_gen, scatter, scatter_text, cf_gal, cf_table]
+        ev_out = [ev_status, lds_val, lds_gen, scatter, scatter_text, cf_gal, cf_table]
         ev_btn.click(friendly(len(ev_out))(evaluation), [dataset, method, S, bench_index], ev_out,
                      concurrency_id="fast", api_name="evaluation")
 
         def reset(d):
-            blank = plots.message("")
+            blank, hidden = plots.message(""), gr.update(value="", visible=False)
             return (None, "", [], [], blank, blank, None, "", None, "", [], [], "", None, None, None, [], "",
                     blank, blank, blank, "", [], "", gr.update(value="", visible=False), gr.update(visible=False),
-                    first_source(d), 100, default_projection(d), benchmark_gallery(d))
+                    first_source(d), 100, default_projection(d), benchmark_gallery(d), *[hidden] * 3)
         dataset.change(reset, dataset, [query_img, info, pro, opp, hist, mix, shown, stab, big, big_info, gal_a, gal_b,
                                         cmp_text, t_query, xt_img, x0_img, t_gal, t_text, lds_val, lds_gen, scatter,
                                         scatter_text, cf_gal, cf_table, status, build_btn, source, bench_index,
-                                        projection, bench_gal], api_name=False).then(
+                                        projection, bench_gal, cmp_status, t_status, ev_status], api_name=False).then(
             f_attr, q_in + settings, attr_out, concurrency_id="fast", api_name=False)
         demo.load(benchmark_gallery, dataset, bench_gal, api_name="benchmark_queries")
         demo.unload(page_closed)

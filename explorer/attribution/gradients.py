@@ -27,11 +27,11 @@ class GradientComputer:
 
     def __init__(self, model: torch.nn.Module, output_fn: str = "simple", param_names: list[str] | None = None,
                  device: str = "cpu", max_inputs: int = 2048, max_grad_bytes: int = 4 << 30):
-        from ..models import make_scheduler
+        from ..models import make_scheduler, on_device
 
         if output_fn not in OUTPUT_FUNCTIONS:
             raise ValueError(f"unknown output function {output_fn!r}; use one of {sorted(OUTPUT_FUNCTIONS)}")
-        self.model = model.to(device).eval()
+        self.model = on_device(model, device)
         self.device = device
         self.f = OUTPUT_FUNCTIONS[output_fn].fn
         all_params = dict(model.named_parameters())
