@@ -524,7 +524,8 @@ HOWTO = ("**1.** Pick a query: a benchmark image, a generated seed, or your own 
          "(opponents) the model's output; the *Evaluation* tab says how far each method can be trusted.")
 CSS = """
 .gallery-item img, #query-img img, #big img, .thumbnail-item img { image-rendering: pixelated; }
-#status { border-left: 4px solid #f59e0b; padding-left: 8px; }
+#status, #cmp-status, #t-status, #ev-status { border-left: 4px solid #f59e0b; padding-left: 8px; }
+.katex-display { overflow-x: auto; overflow-y: hidden; }
 """
 
 
