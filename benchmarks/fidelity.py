@@ -8,8 +8,11 @@ digits benchmark queries, against the exact (unprojected, 176,849-dimensional) k
   own Monte-Carlo spread, i.e. how much projection error is worth removing.
 
     PYTHONPATH=. python benchmarks/fidelity.py --out benchmarks/results/fidelity.json
-Exact features come from the engine's cache (built on first use); sketches are projected from them."""
+Exact features come from the engine's cache (built on first use); sketches are projected from them.
+Resumable: rows already in ``--out`` are kept and skipped; the file is rewritten after every row."""
 import argparse
+import json
+import os
 import time
 
 import numpy as np
@@ -61,21 +64,30 @@ def main():
     cols = {s: res.columns(s) for s in SPLITS}
     queries = [eng.benchmark_query(i) for i in range(len(res.queries["x"]))]
     st = TimestepStrategy("uniform", 10)
-    rows = []
+    rows = json.load(open(args.out))["rows"] if args.out and os.path.exists(args.out) else []
+    done = {(r["method"], r["projection"], r["seed"]) for r in rows}
+
+    def add(row):
+        rows.append(row)
+        print(row)
+        if args.out:
+            report({"S": 10, "queries": len(queries), "partial": "running", "rows": rows}, args.out)
     for name in ("dtrak", "trak"):
         m = get_method(name)
         train = m.train_features(eng.store, st)[0]
         query = m.query_features(eng.store, queries, st)[0]
-        exact_kernel = Kernel(train)
+        exact_kernel = eng.store.kernel(("fidelity", name), train)
         exact_fn = lambda lam: exact_kernel.scores(query, lam)  # noqa: E731
         exact_lds = lds_row(exact_fn, masks, outputs, cols)
         lam = {s: exact_lds[s]["lambda"] for s in SPLITS}
         exact = {s: exact_fn(lam[s])[cols[s]] for s in SPLITS}
-        rows.append({"method": name, "projection": "exact", "seed": 0, "bytes": 2 * train.n * train.k,
-                     "spearman": 1.0, "top10": 1.0, **exact_lds})
-        print(rows[-1])
+        if (name, "exact", 0) not in done:
+            add({"method": name, "projection": "exact", "seed": 0, "bytes": 2 * train.n * train.k,
+                 "spearman": 1.0, "top10": 1.0, **exact_lds})
         for k in args.k:
             for seed in args.seeds:
+                if (name, f"countsketch{k}", seed) in done:
+                    continue
                 proj = CountSketchProjector(train.k, k, seed)
                 t = time.perf_counter()
                 phi = np.concatenate([proj(torch.from_numpy(b)).numpy() for _, b in train.blocks()])
@@ -84,21 +96,20 @@ def main():
                 kern = Kernel(Features(phi))
                 fn = lambda l: kern.scores(q, l)  # noqa: E731
                 sp, top = zip(*[agreement(fn(lam[s])[cols[s]], exact[s]) for s in SPLITS])
-                rows.append({"method": name, "projection": f"countsketch{k}", "seed": seed, "bytes": 2 * len(phi) * k,
-                             "project_seconds": seconds, "spearman": float(np.mean(sp)), "top10": float(np.mean(top)),
-                             **lds_row(fn, masks, outputs, cols)})
-                print(rows[-1])
+                add({"method": name, "projection": f"countsketch{k}", "seed": seed, "bytes": 2 * len(phi) * k,
+                     "project_seconds": seconds, "spearman": float(np.mean(sp)), "top10": float(np.mean(top)),
+                     **lds_row(fn, masks, outputs, cols)})
         for noise in args.noise_seeds:  # the method's own noise: redraw training and query noise
+            if (name, "exact", noise) in done:
+                continue
             other = Engine("digits", projector="exact", seed=noise)
             tr = m.train_features(other.store, st)[0]
             qu = m.query_features(other.store, queries, st)[0]
             kern = Kernel(tr)
             fn = lambda l: kern.scores(qu, l)  # noqa: E731
             sp, top = zip(*[agreement(fn(lam[s])[cols[s]], exact[s]) for s in SPLITS])
-            rows.append({"method": name, "projection": "exact", "seed": noise, "noise_redrawn": True,
-                         "spearman": float(np.mean(sp)), "top10": float(np.mean(top)),
-                         **lds_row(fn, masks, outputs, cols)})
-            print(rows[-1])
+            add({"method": name, "projection": "exact", "seed": noise, "noise_redrawn": True,
+                 "spearman": float(np.mean(sp)), "top10": float(np.mean(top)), **lds_row(fn, masks, outputs, cols)})
     report({"S": 10, "queries": len(queries), "n_train": int(train.n), "dim": int(train.k), "rows": rows}, args.out)
 
 

@@ -1,8 +1,14 @@
-"""Prints the README's LDS table from the shipped ``lds.json`` (so the README never drifts from it).
+"""Prints the README's LDS table from the shipped ``lds.json``, or (``--fidelity``) its fidelity table
+from ``benchmarks/results/fidelity.json``, so the README never drifts from the recorded numbers.
 
-    PYTHONPATH=. python benchmarks/lds_table.py --dataset digits"""
+    PYTHONPATH=. python benchmarks/lds_table.py --dataset digits
+    PYTHONPATH=. python benchmarks/lds_table.py --fidelity"""
 import argparse
+import json
 import os
+from collections import defaultdict
+
+import numpy as np
 
 from explorer import ASSETS
 from explorer.attribution.methods import METHODS
@@ -17,10 +23,33 @@ def cell(r) -> str:
     return f"{100 * r['lds']:.1f} [{100 * r['ci'][0]:.1f}, {100 * r['ci'][1]:.1f}]{proj}"
 
 
+def fidelity_table(path: str = os.path.join(os.path.dirname(__file__), "results", "fidelity.json")) -> None:
+    groups = defaultdict(list)
+    for r in json.load(open(path))["rows"]:
+        groups[(r["method"], r["projection"], bool(r.get("noise_redrawn")))].append(r)
+    print("| method | features | bytes / training set | top-10 overlap with exact | Spearman with exact | "
+          "LDS validation | LDS generated |\n|---|---|---|---|---|---|---|")
+    for (method, proj, redrawn), rows in groups.items():
+        name = ("exact (noise redrawn)" if redrawn else "exact" if proj == "exact"
+                else f"CountSketch k = {proj.removeprefix('countsketch')}")
+        name += f" ({len(rows)} seed{'s' if len(rows) > 1 else ''})"
+        size = f"{rows[0]['bytes'] / 1e6:.0f} MB" if "bytes" in rows[0] else ""
+
+        def mean(split):
+            v = 100 * np.array([r[split]["lds"] for r in rows])
+            return f"{v.mean():.1f}" + (f" ± {v.std():.1f}" if len(v) > 1 else "")
+        print(f"| {METHODS[method].label} | {name} | {size} | {np.mean([r['top10'] for r in rows]):.2f} | "
+              f"{np.mean([r['spearman'] for r in rows]):.3f} | {mean('validation')} | {mean('generated')} |")
+
+
 def main():
-    a = argparse.ArgumentParser()
+    a = argparse.ArgumentParser(allow_abbrev=False)
     a.add_argument("--dataset", default="digits")
-    res = EvalResults(os.path.join(ASSETS, a.parse_args().dataset, "eval"))
+    a.add_argument("--fidelity", action="store_true")
+    args = a.parse_args()
+    if args.fidelity:
+        return fidelity_table()
+    res = EvalResults(os.path.join(ASSETS, args.dataset, "eval"))
     print("| method | validation S=10 | validation S=100 | generated S=10 | generated S=100 |\n|---|---|---|---|---|")
     for name, m in METHODS.items():
         cells = [cell(res.row(name, S if m.uses_timesteps else None, split)) for split in ("validation", "generated")

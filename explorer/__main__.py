@@ -65,7 +65,7 @@ def attribute(engine: Engine, paths: list[str], method: str, strategy: TimestepS
     return {"dataset": data.name, "method": m.name, "method_label": m.label,
             "timesteps": [int(x) for x in strategy.timesteps()] if m.uses_timesteps else None,
             "lambda": lam if m.uses_lambda else None,
-            "projection": engine.store.projection if m.uses_timesteps else None, "results": results}
+            "projection": engine.store.projection if m.uses_gradients else None, "results": results}
 
 
 def save(out: dict, path: str) -> None:

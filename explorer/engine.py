@@ -57,7 +57,7 @@ class Engine:
 
     # ---- what a call will cost ----
     def _needs(self, m: Method, strategy: TimestepStrategy) -> tuple[list[str], str] | None:
-        if not m.uses_timesteps:
+        if not m.uses_gradients:
             return None
         return self.store.model_dirs(m.models), m.output_fn
 
@@ -105,7 +105,7 @@ class Engine:
         lam = self.default_lambda(m, strategy.S, query_split(query)) if lam is None else lam
         s = self.scores([query], m, strategy, lam, progress, build)
         return Attribution(m.name, s[0], blockwise_topk(lambda rows: s[rows], 1, topk), lam if m.uses_lambda else None,
-                           strategy if m.uses_timesteps else None, self.store.projection if m.uses_timesteps else None)
+                           strategy if m.uses_timesteps else None, self.store.projection if m.uses_gradients else None)
 
     def topk(self, queries: list[Query], method: str, strategy: TimestepStrategy | None = None,
              lam: float | None = None, k: int = 8, block: int = 256) -> TopK:
@@ -121,8 +121,8 @@ class Engine:
         index array and the (n,) count of draws in which each training image is in the top-k."""
         m = _method(method)
         strategy = strategy or TimestepStrategy("uniform", DEFAULT_S)
-        if not m.uses_timesteps or m.generated_only:
-            raise ValueError(f"{m.label} has no query noise to resample")
+        if not m.uses_gradients or m.generated_only:
+            raise ValueError(f"{m.label} has no query-gradient noise to resample")
         lam = self.default_lambda(m, strategy.S, query_split(query)) if lam is None else lam
         train = m.train_features(self.store, strategy, None, False)
         kernels = ([self.store.kernel((m.feature_key(), strategy.key, self.store.projection, i), t)
@@ -166,7 +166,7 @@ class Engine:
         split, col = self.results.split_of(i)
         S_key = s_key(m.uses_timesteps, S)
         row = self.results.row(m.name, S_key, split)
-        if row is None or (m.uses_timesteps and row.get("projection", LEGACY_PROJECTION) != self.store.projection):
+        if row is None or (m.uses_gradients and row.get("projection", LEGACY_PROJECTION) != self.store.projection):
             return None
         if m.uses_lambda and lam is not None and not np.isclose(lam, row["lambda"]):
             return None
@@ -176,4 +176,4 @@ class Engine:
         s = np.asarray(stored[col], np.float64)
         return Attribution(m.name, s, blockwise_topk(lambda rows: s[None], 1, topk), row["lambda"],
                            TimestepStrategy("uniform", int(S)) if m.uses_timesteps else None,
-                           self.store.projection if m.uses_timesteps else None, stored=True)
+                           self.store.projection if m.uses_gradients else None, stored=True)

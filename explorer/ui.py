@@ -34,7 +34,6 @@ log = logging.getLogger("explorer")
 MAX_UPLOAD_MB = 20
 MAX_SEED = 2**32 - 1
 THUMB = 112
-METHOD_CHOICES = [(m.label, m.name) for m in METHODS.values()]
 STRATEGY_CHOICES = [("Uniform grid (the paper's)", "uniform"), ("Random", "random"), ("First S (t = 0…S−1)", "cumulative")]
 PROJECTIONS = [("Exact (no projection)", "exact"), ("CountSketch, k = 4096", "countsketch4096"),
                ("CountSketch, k = 1024", "countsketch1024")]
@@ -289,7 +288,7 @@ def stability(dataset, source, seed, steps, bench_index, upload, invert, method,
               shown, draws: int = 8):
     """Beside each proponent: in how many of ``draws`` fresh draws of the query's noise it stays in the top-k."""
     m = get_method(method)
-    if not shown or shown.get("dataset") != dataset or not m.uses_timesteps or m.generated_only:
+    if not shown or shown.get("dataset") != dataset or not m.uses_gradients or m.generated_only:
         return gr.skip(), ""
     eng = engine(dataset, projection)
     st = _strategy(strategy, S)
@@ -340,7 +339,7 @@ def compare(dataset, source, seed, steps, bench_index, upload, invert, method_a,
 def timestep_view(dataset, source, seed, steps, bench_index, upload, invert, method, t, k):
     """x_t, the model's x̂₀ and the top proponents when attributing at the single timestep t."""
     m = get_method(method)
-    if not m.uses_timesteps or m.generated_only:
+    if not m.uses_gradients or m.generated_only:
         raise Problem("Pick a gradient method such as D-TRAK or TRAK to walk the timesteps.")
     if t is None or not 0 <= int(t) < T:
         raise Problem(f"t must be between 0 and {T - 1}.")
@@ -534,6 +533,7 @@ def build_app(default_dataset: str | None = None, warm: bool = True) -> gr.Block
     default = default_dataset or ("digits" if "digits" in datasets else datasets[0])
     if warm:
         warm_up(default)
+    choices = [(m.label, m.name) for m in METHODS.values()]  # read at build time: registered methods appear
     with gr.Blocks(title="Diffusion Attribution Explorer") as demo:
         gr.Markdown("### Diffusion Attribution Explorer — which training images does a diffusion model's output come from?")
         gr.Markdown(HOWTO)
@@ -557,7 +557,7 @@ def build_app(default_dataset: str | None = None, warm: bool = True) -> gr.Block
                 upload_btn = gr.UploadButton("Upload your own image", file_types=["image"], size="sm",
                                              elem_id="upload")
                 invert = gr.Checkbox(False, label="Invert colours", visible=False)
-                method = gr.Dropdown(METHOD_CHOICES, value="dtrak", label="Method", elem_id="method")
+                method = gr.Dropdown(choices, value="dtrak", label="Method", elem_id="method")
                 method_doc = gr.Markdown(latex_delimiters=LATEX)
                 with gr.Accordion("Settings", open=False, elem_id="settings"):
                     strategy = gr.Dropdown(STRATEGY_CHOICES, value="uniform", label="Timesteps")
@@ -593,7 +593,7 @@ def build_app(default_dataset: str | None = None, warm: bool = True) -> gr.Block
                     with gr.Tab("Compare"):
                         gr.Markdown("Two methods on the same query and settings: do they agree on what it came from?")
                         cmp_status = gr.Markdown(visible=False, elem_id="cmp-status")
-                        method_b = gr.Dropdown(METHOD_CHOICES, value="trak", label="Compare with")
+                        method_b = gr.Dropdown(choices, value="trak", label="Compare with")
                         cmp_btn = gr.Button("Compare")
                         with gr.Row(equal_height=False):
                             cmp_query = gr.Image(label="Query", type="filepath", height=150, width=150, scale=0,

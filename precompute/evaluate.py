@@ -200,7 +200,7 @@ def score_lds(dataset: str, cfg: EvalConfig, device: str = "cpu", retrain_s: flo
             cols = res.columns(split)
             m = get_method(name)
             S_key = s_key(m.uses_timesteps, S)
-            projection = eng.store.projection if m.uses_timesteps else None
+            projection = eng.store.projection if m.uses_gradients else None
             row = res.row(name, S_key, split)
             if (row and row.get("projection") == projection and not redo) or (m.generated_only and split != "generated"):
                 continue

@@ -148,8 +148,9 @@ def test_features_are_deterministic_and_batch_independent(tiny_unet):
 
 
 FRESH = 30_000_000  # uid offset: the query's noise is drawn afresh, not the training feature's own
-SELF_DTRAK, SELF_TRAK = 14, 18  # measured on the exact default: 15 and 19 of 20 in the top 5
-DUPLICATES = {"dtrak": (7, 7), "trak": (3, 4)}  # of 8 pairs, partner in the top 5; measured 8, 8 and 4, 5
+SELF_TOP5 = {"dtrak": 14, "trak": 18, "nda": 19}  # measured (exact default): 15, 19 and 20 of 20 in the top 5
+DUPLICATES = {"dtrak": (7, 7), "trak": (3, 4), "nda": (7, 7)}  # of 8 pairs, partner in the top 5; measured
+# 8, 8 (D-TRAK), 4, 5 (TRAK), 8, 8 (NDA: the partner at rank 2, after the query's own training copy)
 
 
 def _fresh(eng, i):
@@ -163,7 +164,7 @@ def test_training_images_rank_themselves_high_with_fresh_noise(digits_engine):
     (20 images, one below the measured counts)."""
     eng = digits_engine
     idx = np.random.default_rng(0).choice(len(eng.data.train_idx), 20, replace=False)
-    for method, need in (("dtrak", SELF_DTRAK), ("trak", SELF_TRAK)):
+    for method, need in SELF_TOP5.items():
         s = eng.scores([_fresh(eng, int(i)) for i in idx], method, TimestepStrategy("uniform", 10))
         rank = (s > s[np.arange(20), idx][:, None]).sum(1)
         assert (rank < 5).sum() >= need, (method, rank)
@@ -194,3 +195,52 @@ def test_planted_near_duplicates_find_each_other_both_ways():
             partner = np.array([pos[p[1 - direction]] for p in pairs])
             rank = (s > s[np.arange(len(pairs)), partner][:, None]).sum(1)
             assert (rank < 5).sum() >= need[direction], (method, direction, rank)
+
+
+def test_nda_weights_match_a_direct_softmax_loop(digits_engine):
+    """Catches a wrong posterior (sign, √ᾱ, the 2(1−ᾱ) scale, the softmax axis) or noise that is not the
+    engine's: NDA's scores against a loop over training images with the formula written out."""
+    from explorer.models import alphas_cumprod
+    eng = digits_engine
+    st = TimestepStrategy("uniform", 3)
+    queries = [eng.task.val_query(0), eng.task.val_query(5)]
+    s = eng.scores(queries, "nda", st)
+    y = eng.data.train_x.reshape(len(eng.data.train_x), -1).double()
+    for qi, q in enumerate(queries):
+        ref = torch.zeros(len(y), dtype=torch.float64)
+        for t in st.timesteps():
+            abar = alphas_cumprod()[int(t)].double()
+            eps = seeded_noise([q.uid], [int(t)], tuple(q.x.shape), eng.store.seed)[0, 0].double()
+            xt = (abar.sqrt() * q.x.double() + (1 - abar).sqrt() * eps).reshape(-1)
+            logits = torch.stack([-((xt - abar.sqrt() * y[i]) ** 2).sum() / (2 * (1 - abar)) for i in range(len(y))])
+            ref += torch.softmax(logits, 0) / len(st.timesteps())
+        np.testing.assert_allclose(s[qi], ref.numpy(), rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(s.sum(1), 1.0, rtol=1e-9)
+
+
+def test_a_method_registered_from_outside_reaches_the_page_the_api_and_the_evaluation_stage():
+    """Adding a method is one object and one register call: a toy method (negative pixel distance)
+    registered here is offered by the page, answers through the engine, and is in the LDS plan."""
+    from dataclasses import dataclass
+
+    from explorer.attribution.methods import SimilarityMethod, register
+    from explorer.engine import Engine
+    from explorer.ui import build_app
+    from precompute.evaluate import EvalConfig
+
+    @dataclass(frozen=True)
+    class Toy(SimilarityMethod):
+        def score(self, train, query, lam, kernels):
+            y, q = train[0].dense(), np.asarray(query[0], np.float64)
+            return -((q[:, None] - y[None]) ** 2).sum(-1)
+    try:
+        register(Toy("toy-l2", "Toy pixel distance", "Tests", "Negative squared pixel distance.", r"-\lVert x_q-x_i\rVert^2"))
+        demo = build_app("digits", warm=False)
+        dropdowns = [c for c in demo.config["components"] if c.get("props", {}).get("elem_id") == "method"]
+        assert ("Toy pixel distance", "toy-l2") in [tuple(x) for x in dropdowns[0]["props"]["choices"]]
+        eng = Engine("digits")
+        res = eng.attribute(eng.task.train_query(3), "toy-l2")
+        assert res.top.proponents[0][0] == 3 and res.top.proponent_scores[0][0] == 0
+        assert ("toy-l2", 10) in EvalConfig().plan
+    finally:
+        METHODS.pop("toy-l2", None)

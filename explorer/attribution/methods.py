@@ -83,6 +83,11 @@ class Method:
         return True
 
     @property
+    def uses_gradients(self) -> bool:
+        """True when the method needs model-gradient training features (built, cached, projected)."""
+        return True
+
+    @property
     def generated_only(self) -> bool:
         return False
 
@@ -124,6 +129,10 @@ class SimilarityMethod(Method):
 
     @property
     def uses_timesteps(self) -> bool:
+        return False
+
+    @property
+    def uses_gradients(self) -> bool:
         return False
 
     def feature_key(self) -> tuple:
@@ -198,3 +207,7 @@ for _m in [
            output_fn="square", models="ensemble"),
 ]:
     register(_m)
+
+from .nda import NDA  # noqa: E402 - one file per method beyond the paper's; registered here
+
+register(NDA)

@@ -1,0 +1,81 @@
+"""NDA — attribution by the optimal (nearest) denoiser (Zhao et al., arXiv 2510.14269; reference code
+sail-sg/NDA). Gradient-free: no model, no gradients, only the training images and the noise schedule.
+
+The denoiser that is optimal for a finite training set {y_i} is a posterior-weighted average of the
+training images; the weight of y_i given a noised query x_t = √ᾱ_t q + √(1−ᾱ_t) ε is
+
+    w_t(i | x_t) = softmax_i( −‖x_t − √ᾱ_t y_i‖² / (2 (1 − ᾱ_t)) )          (the paper's posterior, Eq. 4)
+
+and the attribution of q to y_i aggregates it over the method's timesteps t_1 … t_S (the same uniform
+or random timesteps and the same seeded noise ε(seed, uid, t) as the gradient methods):
+
+    score(q, i) = (1/S) Σ_s w_{t_s}(i | x_{t_s})
+
+Scores are in [0, 1] and sum to 1 over the training set; there are no negative scores, so the
+"opponents" are the training images with the least posterior weight. This is the image-wise form; the
+paper's patch-wise form (weights per local patch) is not implemented here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .kernel import Features
+from .methods import Method
+from .timesteps import seeded_noise
+
+
+def posterior_weights(train: np.ndarray, xt: np.ndarray, abar: float) -> np.ndarray:
+    """(m, n) softmax over training images of −‖x_t − √ᾱ y_i‖² / (2(1−ᾱ)); train (n, d), xt (m, d)."""
+    sq = (xt ** 2).sum(1)[:, None] - 2 * np.sqrt(abar) * xt @ train.T + abar * (train ** 2).sum(1)[None]
+    logits = -sq / (2 * (1 - abar))
+    logits -= logits.max(1, keepdims=True)
+    w = np.exp(logits)
+    return w / w.sum(1, keepdims=True)
+
+
+@dataclass(frozen=True)
+class DenoiserMethod(Method):
+    """Posterior weights of the optimal denoiser, averaged over timesteps (no gradients, no λ)."""
+    rule: str = "dot"  # not used: ``score`` below is the method's own
+    opponents: str = "Least weight under the optimal denoiser"
+
+    @property
+    def uses_gradients(self) -> bool:
+        return False
+
+    def feature_key(self) -> tuple:
+        return ("pixel",)
+
+    def train_features(self, store, strategy, progress=None, build: bool = True) -> list[Features]:
+        return [store.representation("pixel", None)]
+
+    def query_features(self, store, queries, strategy) -> list[np.ndarray]:
+        """(m, S·d + S): each query noised at every timestep with the engine's seeded noise, then ᾱ_t."""
+        from ..models import alphas_cumprod
+        ts = [int(t) for t in strategy.timesteps()]
+        abar = alphas_cumprod()[ts]
+        x0 = torch.stack([q.x for q in queries])
+        eps = seeded_noise([q.uid for q in queries], ts, tuple(x0.shape[1:]), store.seed)
+        xt = abar.sqrt().view(1, -1, *[1] * (x0.dim() - 1)) * x0[:, None] + \
+            (1 - abar).sqrt().view(1, -1, *[1] * (x0.dim() - 1)) * eps
+        flat = xt.reshape(len(queries), -1).numpy().astype(np.float64)
+        return [np.concatenate([flat, np.tile(abar.numpy().astype(np.float64), (len(queries), 1))], 1)]
+
+    def score(self, train: list[Features], query: list[np.ndarray], lam, kernels) -> np.ndarray:
+        y = train[0].dense()
+        d = y.shape[1]
+        q = query[0]
+        S = (q.shape[1]) // (d + 1)
+        xts, abars = q[:, :S * d].reshape(len(q), S, d), q[0, S * d:]
+        return np.mean([posterior_weights(y, xts[:, s], float(abars[s])) for s in range(S)], axis=0)
+
+
+NDA = DenoiserMethod(
+    "nda", "NDA (optimal denoiser)", "Gradient-free",
+    "The optimal denoiser's posterior weight of each training image given the noised query, averaged over "
+    "timesteps: no gradients, no λ (Zhao et al., 2025).",
+    r"\tfrac1S\sum_s \mathrm{softmax}_i\!\left(-\frac{\lVert x_{t_s}-\sqrt{\bar\alpha_{t_s}}\,y_i\rVert^2}"
+    r"{2(1-\bar\alpha_{t_s})}\right)")
