@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from dataclasses import asdict, dataclass
 from typing import Callable
 
@@ -105,7 +106,7 @@ def predict_x0(model: UNet2DModel, x0: torch.Tensor, eps: torch.Tensor, t: int) 
     abar = alphas_cumprod()
     tt = torch.full((x0.shape[0],), int(t))
     xt = add_noise(x0, eps, tt, abar)
-    with torch.no_grad():
+    with torch.no_grad(), model_lock(model):
         pred = model(xt, tt).sample
     return xt, ((xt - (1 - abar[t]).sqrt() * pred) / abar[t].sqrt()).clamp(-1, 1)
 
@@ -167,6 +168,18 @@ def initial_noise(seeds: list[int], shape: tuple) -> torch.Tensor:
     return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
 
 
+_LOCKS: dict[int, threading.RLock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def model_lock(model: torch.nn.Module) -> threading.RLock:
+    """One lock per model object. ``torch.func.functional_call`` swaps a module's parameters in place
+    for the duration of a call, so two threads using one model at once (a build and a query, say)
+    would see each other's functorch tensors; every forward of a shared model holds this lock."""
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(id(model), threading.RLock())
+
+
 def on_device(model: torch.nn.Module, device: str) -> torch.nn.Module:
     """The model in eval mode on ``device``, moved only when it is elsewhere: a model shared between
     threads may be inside another thread's vmap, where assigning ``param.data`` is an error."""
@@ -188,7 +201,8 @@ def ddim_sample(model: UNet2DModel, seeds: list[int], steps: int = 50, device: s
     sched.set_timesteps(steps)
     x0_traj = []
     for t in sched.timesteps:
-        eps = torch.cat([model(x[i:i + batch_size], t).sample for i in range(0, len(x), batch_size)])
+        with model_lock(model):
+            eps = torch.cat([model(x[i:i + batch_size], t).sample for i in range(0, len(x), batch_size)])
         out = sched.step(eps, t, x, eta=0.0)
         x = out.prev_sample
         if return_trajectory:

@@ -53,6 +53,11 @@ class Task:
         self.classifier = load_classifier(self.paths.classifier) if os.path.isdir(self.paths.classifier) else None
         self.data_hash = self.data.fingerprint()
 
+    @cached_property
+    def info(self) -> dict:
+        """What training recorded (``train.json``): recipe, data source, or where an adopted model came from."""
+        return read_json(self.paths.info) if os.path.exists(self.paths.info) else {}
+
     def train_query(self, i: int) -> Query:
         return Query("train", self.data.train_x[i], int(self.data.train_idx[i]),
                      self.data.classes[self.data.train_labels[i]])

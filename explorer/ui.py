@@ -376,6 +376,11 @@ def evaluation(dataset, method, S, bench_index):
     res = eng.results
     labels = {name: m.label for name, m in METHODS.items()}
     cf = _counterfactual(eng)
+    if not res.has_lds and eng.task.info.get("imported_from"):
+        empty = plots.message("No LDS for a model trained elsewhere")
+        return (gr.update(value="This model was trained elsewhere and adopted as it is: LDS and the counterfactual "
+                                "need retraining it many times with its own recipe, so they are not available.",
+                          visible=True), empty, empty, empty, "", [], "")
     if not res.has_lds:
         msg = (f"No LDS results for {dataset} yet: they need 64 models retrained on random halves of the data, which "
                f"the maintainer runs offline. The counterfactual below is what this model has so far."
@@ -689,7 +694,8 @@ def build_app(default_dataset: str | None = None, warm: bool = True) -> gr.Block
         t.change(f_t, t_in, t_out, concurrency_id="fast", trigger_mode="always_last", api_name="timestep")
         t_btn.click(friendly(1)(build_timestep), [dataset, method, t], [t_status], concurrency_id="build",
                     api_name=False).success(f_t, t_in, t_out, concurrency_id="fast", api_name=False)
-        demo.load(f_t, t_in, t_out, concurrency_id="fast", api_name=False)
+        # the first Timesteps view may build a one-timestep set (seconds): on the build lane, never ahead of answers
+        demo.load(f_t, t_in, t_out, concurrency_id="build", api_name=False)
 
         ev_out = [ev_status, lds_val, lds_gen, scatter, scatter_text, cf_gal, cf_table]
         ev_btn.click(friendly(len(ev_out))(evaluation), [dataset, method, S, bench_index], ev_out,

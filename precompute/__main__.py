@@ -18,6 +18,8 @@ def main(argv=None) -> int:
     p.add_argument("--dataset", required=True, help="digits, shapes, a name for --data, or a path to an image folder")
     p.add_argument("--data", default=None, help="train: an image folder (class sub-folders become labels); the "
                    "model is saved as assets/<dataset>/ and listed in the app")
+    p.add_argument("--model", default=None, help="train: adopt this diffusers UNet2DModel folder (save_pretrained) "
+                   "for --data instead of training one")
     p.add_argument("--resolution", type=int, default=None, help="train: image size for --data (default 32)")
     p.add_argument("--channels", type=int, default=None, choices=[1, 3], help="train: 1 (grey) or 3 (RGB, default)")
     p.add_argument("--epochs", type=int, default=None, help="override the dataset's training epochs")
@@ -32,16 +34,19 @@ def main(argv=None) -> int:
     everything = ["train", "features"] if args.data else ["train", "ensemble", "features", "lds", "counterfactual"]
     stages = everything if args.stage == "all" else [args.stage]
     used = {"subsets": {"lds"}, "until": {"lds"}, "method": {"features"}, "address": {"ensemble", "lds", "counterfactual"},
-            "data": {"train"}, "resolution": {"train"}, "channels": {"train"}}
+            "data": {"train"}, "resolution": {"train"}, "channels": {"train"}, "model": {"train"}}
+    if args.model and not args.data:
+        p.error("--model needs --data: the images the model was trained on")
     for flag, where in used.items():
         if getattr(args, flag) is not None and not where & set(stages):
             p.error(f"--{flag} is used only by the {' / '.join(sorted(where))} stage(s), not by {args.stage}")
     from .evaluate import EvalConfig
     cfg = EvalConfig(**({"n_subsets": args.subsets} if args.subsets else {}), epochs=args.epochs)
     from explorer.data import ImageError
+    from explorer.models import CheckpointError
     try:
         run_stages(args, stages, cfg)
-    except (ImageError, FileNotFoundError) as e:
+    except (ImageError, FileNotFoundError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.data and args.stage == "all":
@@ -53,7 +58,10 @@ def main(argv=None) -> int:
 
 def run_stages(args, stages: list[str], cfg) -> None:
     for stage in stages:
-        if stage == "train":
+        if stage == "train" and args.model:
+            from . import adopt
+            adopt.run(args.dataset, args.model, args.data, seed=args.seed)
+        elif stage == "train":
             from . import train
             train.run(args.dataset, epochs=args.epochs, seed=args.seed, device=args.device, data=args.data,
                       resolution=args.resolution, channels=args.channels)

@@ -244,3 +244,30 @@ def test_a_method_registered_from_outside_reaches_the_page_the_api_and_the_evalu
         assert ("toy-l2", 10) in EvalConfig().plan
     finally:
         METHODS.pop("toy-l2", None)
+
+
+def test_one_model_shared_by_threads_gives_the_same_gradients(tiny_unet):
+    """Catches an unguarded shared model: functional_call swaps the module's parameters while it runs, so a
+    build, a query and a sampler on one model in three threads raised errors (seen under load) without the
+    per-model lock. Every thread must get exactly the serial gradients."""
+    import threading
+
+    from explorer.models import ddim_sample
+    gc = GradientComputer(tiny_unet, "square")
+    x = torch.randn(4, 1, 8, 8)
+    eps, ts = torch.randn(4, 2, 1, 8, 8), torch.tensor([10, 500])
+    ref = gc(x, eps, ts)
+    outs, errors = [], []
+
+    def work():
+        try:
+            for _ in range(15):
+                outs.append(gc(x, eps, ts))
+                ddim_sample(tiny_unet, [0], steps=2)
+        except Exception as e:  # noqa: BLE001 - collected and asserted below
+            errors.append(repr(e))
+    threads = [threading.Thread(target=work) for _ in range(3)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert errors == [] and len(outs) == 45
+    assert all(torch.equal(o, ref) for o in outs)

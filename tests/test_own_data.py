@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -118,3 +119,29 @@ def test_the_command_line_agrees_with_the_page(tmp_path):
     assert rows[0].startswith("image,kind,rank,train_index") and len(rows) == 1 + 6
     assert main(["attribute", "--dataset", "digits", "--images", str(tmp_path / "none"), "--out",
                  str(tmp_path / "x.json")]) == 2
+
+
+def test_a_diffusers_checkpoint_trained_elsewhere_is_adopted_as_it_is(tmp_path, tiny_unet):
+    """`train --model DIR`: the UNet is used with its own weights (no retraining), its scheduler must be
+    the one the math assumes, and the evaluation says LDS is not available for it."""
+    from diffusers import DDPMScheduler
+
+    from explorer.attribution.timesteps import TimestepStrategy
+    from explorer.engine import Engine
+    from explorer.models import CheckpointError
+    from precompute import adopt
+    pipe = tmp_path / "pipe"
+    tiny_unet.save_pretrained(pipe / "unet")
+    DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4,
+                  beta_end=0.02).save_pretrained(pipe / "scheduler")
+    root = str(tmp_path / "assets")
+    adopt.run("ext", str(pipe), str(_folder(tmp_path / "imgs")), root=root)
+    eng = Engine("ext", root=root, cache_dir=str(tmp_path / "cache"))
+    for (name, a), b in zip(eng.task.model.named_parameters(), tiny_unet.parameters()):
+        assert torch.equal(a, b), name
+    res = eng.attribute(eng.task.generated(0, steps=5), "dtrak", TimestepStrategy("uniform", 2))
+    assert res.scores.shape == (len(eng.data.train_idx),) and np.isfinite(res.scores).all()
+    assert eng.task.info["imported_from"] == str(pipe) and not eng.results.has_lds
+    DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2").save_pretrained(pipe / "scheduler")
+    with pytest.raises(CheckpointError, match="beta_schedule"):
+        adopt.run("ext2", str(pipe), str(tmp_path / "imgs"), root=root)

@@ -200,7 +200,7 @@ def test_two_browsers_a_build_never_blocks_a_stored_answer(server):
         a.get_by_label("Timesteps", exact=True).click()
         a.get_by_role("option", name="Random").click()
         a.locator("#attribute").click()
-        a.locator("#build").wait_for(state="visible", timeout=30_000)
+        a.locator("#build").wait_for(state="visible", timeout=60_000)
         assert "has not been computed" in a.locator("#status").inner_text()
         a.locator("#build").click()  # A's build runs now
         b = _page(p, server)

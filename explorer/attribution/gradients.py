@@ -11,6 +11,8 @@ from typing import Iterator
 import torch
 from torch.func import functional_call, grad, vmap
 
+from ..models import model_lock
+
 from .outputs import OUTPUT_FUNCTIONS, elbo_weights
 
 
@@ -62,7 +64,8 @@ class GradientComputer:
         as (N, numel) blocks, one per parameter in ``names`` order (views, no copy)."""
         if x0s.dim() == 4:
             x0s = x0s.unsqueeze(1).expand_as(eps)
-        g = self._vg(self.params, x0s.to(self.device), eps.to(self.device), ts.to(self.device))
+        with model_lock(self.model):  # functional_call swaps the shared module's parameters while it runs
+            g = self._vg(self.params, x0s.to(self.device), eps.to(self.device), ts.to(self.device))
         return [g[n].reshape(x0s.shape[0], -1) for n in self.names]
 
     def __call__(self, x0s: torch.Tensor, eps: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
