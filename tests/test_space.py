@@ -40,14 +40,14 @@ def test_a_binary_without_an_lfs_rule_an_oversized_file_and_a_version_drift_are_
         "README.md": b"---\nsdk: gradio\nsdk_version: 6.0.0\n---\n",
         "requirements.txt": b"gradio==6.31.0\n",
         "app.py": b"print('hi')\n",
-        "assets/ok.npy": b"\0\1\2",
+        "assets/ok1.npy": b"\0\1\2",
         "assets/weights.ckpt": b"\0binary",
-        "assets/big.npy": b"\0" * (10 * 2**20 + 1),
+        "assets/big1.npy": b"\0" * (10 * 2**20 + 1),
     })
     _, problems = deploy_space.check(root)
     text = "\n".join(problems)
     assert "assets/weights.ckpt is binary but matches no LFS rule" in text
-    assert "ok.npy" not in text and "assets/big.npy is 10.0 MiB" in text
+    assert "ok1.npy" not in text and "assets/big1.npy is 10.0 MiB" in text
     assert "sdk_version 6.0.0 differs from requirements.txt gradio==6.31.0" in text
 
 
