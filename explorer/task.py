@@ -22,10 +22,15 @@ from .models import ddim_sample, load_model, predict_x0
 from .paths import AssetPaths
 
 
-def open_dataset(paths: AssetPaths) -> Dataset:
+def read_info(paths: AssetPaths) -> dict:
+    """What training recorded (``train.json``): recipe, data source, or where an adopted model came from."""
+    return read_json(paths.info) if os.path.exists(paths.info) else {}
+
+
+def open_dataset(paths: AssetPaths, info: dict | None = None) -> Dataset:
     """The data the model under ``paths`` was trained on: an embedded dataset by name, or the image
-    folder (with its resolution and channels) that ``train.json`` recorded at training."""
-    info = read_json(paths.info) if os.path.exists(paths.info) else {}
+    folder (with its resolution and channels) that ``train.json`` (``info``) recorded at training."""
+    info = read_info(paths) if info is None else info
     source = info.get("data_source") or paths.dataset
     if info.get("data_source") and not os.path.isdir(source):
         raise FileNotFoundError(f"the images this model was trained on ({source}) are no longer there")
@@ -47,16 +52,12 @@ class Task:
     def __init__(self, name: str, root: str | None = None, device: str = "cpu"):
         self.paths = AssetPaths(name, **({"root": root} if root else {}))
         self.device = device
-        self.data: Dataset = open_dataset(self.paths)
+        self.info = read_info(self.paths)
+        self.data: Dataset = open_dataset(self.paths, self.info)
         self.model = load_model(self.paths.model, device)
         # unlabelled image folders have no classifier: no class reading, no embedding similarity
         self.classifier = load_classifier(self.paths.classifier) if os.path.isdir(self.paths.classifier) else None
         self.data_hash = self.data.fingerprint()
-
-    @cached_property
-    def info(self) -> dict:
-        """What training recorded (``train.json``): recipe, data source, or where an adopted model came from."""
-        return read_json(self.paths.info) if os.path.exists(self.paths.info) else {}
 
     def train_query(self, i: int) -> Query:
         return Query("train", self.data.train_x[i], int(self.data.train_idx[i]),

@@ -54,15 +54,15 @@ class DenoiserMethod(Method):
 
     def query_features(self, store, queries, strategy) -> list[np.ndarray]:
         """(m, S·d + S): each query noised at every timestep with the engine's seeded noise, then ᾱ_t."""
-        from ..models import alphas_cumprod
+        from ..models import add_noise, alphas_cumprod
         ts = [int(t) for t in strategy.timesteps()]
-        abar = alphas_cumprod()[ts]
+        abar = alphas_cumprod()
         x0 = torch.stack([q.x for q in queries])
         eps = seeded_noise([q.uid for q in queries], ts, tuple(x0.shape[1:]), store.seed)
-        xt = abar.sqrt().view(1, -1, *[1] * (x0.dim() - 1)) * x0[:, None] + \
-            (1 - abar).sqrt().view(1, -1, *[1] * (x0.dim() - 1)) * eps
+        xt = add_noise(x0[:, None].expand_as(eps).reshape(-1, *x0.shape[1:]), eps.reshape(-1, *x0.shape[1:]),
+                       torch.tensor(ts).repeat(len(queries)), abar)
         flat = xt.reshape(len(queries), -1).numpy().astype(np.float64)
-        return [np.concatenate([flat, np.tile(abar.numpy().astype(np.float64), (len(queries), 1))], 1)]
+        return [np.concatenate([flat, np.tile(abar[ts].numpy().astype(np.float64), (len(queries), 1))], 1)]
 
     def score(self, train: list[Features], query: list[np.ndarray], lam, kernels) -> np.ndarray:
         y = train[0].dense()
