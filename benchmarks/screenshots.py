@@ -10,7 +10,8 @@ import subprocess
 import sys
 import time
 
-TABS = ["Attribute", "Compare", "Timesteps", "Evaluation", "Learn"]
+TABS = ["Attribute", "Compare", "Timesteps", "Evaluation", "Lesson", "Learn"]
+LESSON_STEPS = 6
 
 
 def free_port() -> int:
@@ -77,6 +78,15 @@ def main():
                         page.get_by_role("button", name="Compare").click()
                     if tab == "Evaluation":
                         page.get_by_role("button", name="Show evaluation").click()
+                    if tab == "Lesson":  # one picture per step
+                        for j in range(1, LESSON_STEPS + 1):
+                            page.locator(f"#lesson-step-{j}").click()
+                            page.locator("#lesson-text").get_by_text(f"{j}. ").first.wait_for(timeout=60_000)
+                            page.wait_for_timeout(2500)
+                            page.screenshot(path=os.path.join(args.out, f"lesson_{j}{suffix}.png"))
+                            page.locator("#lesson-tab").screenshot(  # the whole step, for the README
+                                path=os.path.join(args.out, f"lesson_{j}_panel{suffix}.png"))
+                        continue
                     page.wait_for_timeout(4000)
                     page.screenshot(path=os.path.join(args.out, f"{tab.lower()}{suffix}.png"))
                 page.close()

@@ -21,6 +21,7 @@ from .store import FeatureStore, Progress
 from .task import Query, Task
 
 DEFAULT_S = 10
+TIMESTEP_PROJECTION = "countsketch4096"  # per-timestep views (Timesteps tab, lesson): one small set per t
 LEGACY_PROJECTION = "countsketch1024"  # results written before rows recorded their projection
 
 

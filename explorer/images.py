@@ -45,7 +45,9 @@ def labelled(x: torch.Tensor, size: int, lines: list[str]) -> Image.Image:
     canvas.paste(img, ((size - img.width) // 2, 0))
     draw = ImageDraw.Draw(canvas)
     for i, t in enumerate(lines):
-        draw.text((size / 2, img.height + 2 + 14 * i), t, fill=(20, 20, 20), font=font, anchor="ma")
+        # Pillow's built-in font has no U+2212 minus sign: an ASCII hyphen instead of a blank box
+        draw.text((size / 2, img.height + 2 + 14 * i), t.replace("\u2212", "-"), fill=(20, 20, 20), font=font,
+                  anchor="ma")
     return canvas
 
 

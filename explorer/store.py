@@ -96,6 +96,16 @@ def default_projection(n: int, dim: int) -> tuple[str, int]:
     return ("exact", 0) if 2 * n * dim <= EXACT_MAX_BYTES else ("countsketch", 4096)
 
 
+def parse_projection(name: str) -> tuple[str, int]:
+    """A projection's name (``exact``, ``countsketch4096``) → (projector, k), the inverse of
+    ``FeatureStore.projection``."""
+    if name == "exact":
+        return "exact", 0
+    if name.startswith("countsketch") and name.removeprefix("countsketch").isdigit():
+        return "countsketch", int(name.removeprefix("countsketch"))
+    raise ValueError(f"unknown projection {name!r}: use 'exact' or 'countsketch<k>'")
+
+
 class FeatureStore:
     def __init__(self, task: Task, projector: str | None = None, k: int = 4096, seed: int = 0,
                  cache_dir: str | None = None, device: str = "cpu"):

@@ -13,7 +13,7 @@ from functools import cached_property
 import numpy as np
 import torch
 
-from .attribution.features import GENERATED_UID, UPLOAD_UID
+from .attribution.features import FRESH_UID, GENERATED_UID, UPLOAD_UID
 from .cache import read_json
 from .classifier import load_classifier
 from .data import Dataset, load_dataset, to_model_tensor
@@ -59,8 +59,9 @@ class Task:
         self.classifier = load_classifier(self.paths.classifier) if os.path.isdir(self.paths.classifier) else None
         self.data_hash = self.data.fingerprint()
 
-    def train_query(self, i: int) -> Query:
-        return Query("train", self.data.train_x[i], int(self.data.train_idx[i]),
+    def train_query(self, i: int, fresh: bool = False) -> Query:
+        """Training image i as a query; ``fresh``: with noise drawn afresh, not its training features' own."""
+        return Query("train", self.data.train_x[i], (FRESH_UID if fresh else 0) + int(self.data.train_idx[i]),
                      self.data.classes[self.data.train_labels[i]])
 
     def val_query(self, j: int) -> Query:

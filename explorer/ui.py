@@ -24,11 +24,12 @@ from .attribution.timesteps import T, TimestepStrategy
 from .cache import CacheError
 from .compare import class_mix, overlap_at_k, spearman
 from .data import ImageError, open_image
-from .engine import Attribution, Engine
+from .engine import TIMESTEP_PROJECTION, Attribution, Engine
 from .evaluation.results import s_key
 from .images import labelled, png_file
+from .lesson import TITLES, LessonMissing, lesson_step
 from .models import CheckpointError
-from .store import BuildStopped
+from .store import BuildStopped, parse_projection
 
 log = logging.getLogger("explorer")
 MAX_UPLOAD_MB = 20
@@ -37,7 +38,6 @@ THUMB = 112
 STRATEGY_CHOICES = [("Uniform grid (the paper's)", "uniform"), ("Random", "random"), ("First S (t = 0…S−1)", "cumulative")]
 PROJECTIONS = [("Exact (no projection)", "exact"), ("CountSketch, k = 4096", "countsketch4096"),
                ("CountSketch, k = 1024", "countsketch1024")]
-TIMESTEP_PROJECTION = "countsketch4096"  # per-timestep views: one small feature set per t
 LEFT: set[str] = set()  # sessions whose page was closed (their builds stop when nobody else waits)
 
 
@@ -57,9 +57,8 @@ def available_datasets() -> list[str]:
 def _engine(dataset: str, projection: str | None) -> Engine:
     if projection is None:
         return Engine(dataset)
-    if projection == "exact":
-        return Engine(dataset, projector="exact")
-    return Engine(dataset, projector="countsketch", k=int(projection.removeprefix("countsketch")))
+    projector, k = parse_projection(projection)
+    return Engine(dataset, projector=projector, k=k)
 
 
 def engine(dataset: str, projection: str | None = None) -> Engine:
@@ -476,6 +475,33 @@ def method_info(method):
             gr.update(interactive=m.uses_timesteps), gr.update(interactive=m.uses_timesteps))
 
 
+LESSON_PLOTS = {"histogram": plots.score_histogram, "scatter": plots.lds_scatter,
+                "bars": lambda rows, split: plots.lds_bars(rows, split, {n: m.label for n, m in METHODS.items()})}
+
+
+@lru_cache(maxsize=len(TITLES))
+def lesson_view(i: int):
+    """Lesson step i → its text, its "what am I looking at" line, three galleries, two plots, the step shown,
+    and the step buttons (the current one highlighted)."""
+    try:
+        step = lesson_step(i, engine)
+    except (LessonMissing, Problem) as e:
+        log.warning("lesson step %d: %s", i + 1, e)
+        text = (f"### {i + 1}. {TITLES[i]}\n\n⚠️ This step needs evaluation results that are not installed with "
+                f"this copy of the explorer; the other steps still work.")
+        return [text, ""] + [gr.update(value=[], visible=False)] * 3 + [gr.update(visible=False)] * 2 + [i] + _step_buttons(i)
+    gals = [gr.update(value=[(_png(labelled(x, THUMB, lines)), None) for x, lines in p.items], label=p.label,
+                      visible=True) for p in step.panels]
+    figs = [gr.update(value=LESSON_PLOTS[kind](**kw), visible=True) for kind, kw in step.plots]
+    return ([f"### {i + 1}. {step.title}\n\n{step.text}", f"*What am I looking at?* {step.look}"]
+            + gals + [gr.update(value=[], visible=False)] * (3 - len(gals))
+            + figs + [gr.update(visible=False)] * (2 - len(figs)) + [i] + _step_buttons(i))
+
+
+def _step_buttons(current: int) -> list:
+    return [gr.update(variant="primary" if j == current else "secondary") for j in range(len(TITLES))]
+
+
 def learn_text() -> str:
     rows = "\n".join(f"| {m.label} | {m.group} | ${m.formula}$ |" for m in METHODS.values())
     outs = "\n".join(f"| {o.label} | ${o.latex}$ |" for o in OUTPUT_FUNCTIONS.values())
@@ -503,8 +529,14 @@ shipped models: $k = p$, the method's own answer).
 TRAK uses $L_\text{{Simple}}$, the training loss; **D-TRAK** uses $L_\text{{Square}}$, which ignores the noise
 target — and, surprisingly, attributes better.
 
-**Timesteps.** *Uniform* $t_s=\lfloor sT/S\rfloor$ (the paper's), *random* (S seeded draws), *first S*
-($t = 0..S-1$), or one $t$ on the Timesteps tab. Each (image, $t$) has its own seeded noise.
+**Timestep strategies** (each (image, $t$) has its own seeded noise $\epsilon$):
+
+| strategy | timesteps |
+|---|---|
+| Uniform grid (the paper's) | $t_s=\lfloor sT/S\rfloor,\ s=0,\dots,S-1$ |
+| Random | $t_s\sim\mathcal U\{{0,\dots,T-1\}},\ S$ seeded draws |
+| First $S$ | $t_s=s,\ s=0,\dots,S-1$ |
+| One timestep (Timesteps tab) | $\{{t\}}$ |
 
 **Methods**
 
@@ -519,12 +551,16 @@ $y_m(q)$ on the query, and check whether $\hat y_m(q)=\sum_{{i\in S_m}}-\tau(q,i
 $$\mathrm{{LDS}}=\mathbb E_q\,\rho_\text{{Spearman}}\big(\hat y_\cdot(q),\,y_\cdot(q)\big).$$
 100 % is a perfect ranking, 0 no signal. $\lambda$ is tuned on half of the models and LDS reported on the other half.
 
-**Counterfactual**: delete a method's top 20 % proponents, retrain, regenerate from the same noise. If the
-attribution is right the image changes a lot (large pixel $L_2$, low embedding cosine).
+**Counterfactual**: delete a method's top 20 % proponents $R$, retrain ($\theta_{{\setminus R}}$), regenerate from the
+same noise $z$ with DDIM, and measure how far the image moved:
+$$L_2=\big\|\mathrm{{DDIM}}_\theta(z)-\mathrm{{DDIM}}_{{\theta_{{\setminus R}}}}(z)\big\|_2,\qquad
+\cos=\frac{{e(x)^\top e(x')}}{{\|e(x)\|\,\|e(x')\|}}$$
+with $e$ the classifier's embedding. If the attribution is right the image changes more than after removing as many
+random images (large $L_2$, low cosine).
 """
 LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}]
-HOWTO = ("**1.** Pick a query: a benchmark image, a generated seed, or your own upload. **2.** Pick a method "
-         "(D-TRAK is the paper's). **3.** Read the training images that most raised (proponents) or lowered "
+HOWTO = ("New to data attribution? Start with the **Lesson** tab. **1.** Pick a query: a benchmark image, a "
+         "generated seed, or your own upload. **2.** Pick a method (D-TRAK is the paper's). **3.** Read the training images that most raised (proponents) or lowered "
          "(opponents) the model's output; the *Evaluation* tab says how far each method can be trusted.")
 CSS = """
 .gallery-item img, #query-img img, #big img, .thumbnail-item img { image-rendering: pixelated; }
@@ -589,9 +625,10 @@ def build_app(default_dataset: str | None = None, warm: bool = True) -> gr.Block
                             big = gr.Image(label="Clicked training image", type="filepath", height=180, scale=0,
                                            min_width=180, elem_id="big")
                             big_info = gr.Markdown("Click a thumbnail to see it large.")
-                        gr.Markdown("*What am I looking at?* The histogram shows every training image's score: most "
-                                    "sit near 0, the proponents are the far right tail. The class mix counts the "
-                                    "labels of the top proponents.")
+                        gr.Markdown("*What am I looking at?* The histogram counts training images by score: most "
+                                    "sit near 0 (no influence); the proponents are the far right tail, the opponents "
+                                    "the left. The class mix counts the labels of the top proponents: a good "
+                                    "attribution of a clear “3” is mostly 3s.")
                         with gr.Row():
                             hist = gr.Plot(label="Score histogram")
                             mix = gr.Plot(label="Class mix")
@@ -606,6 +643,9 @@ def build_app(default_dataset: str | None = None, warm: bool = True) -> gr.Block
                             cmp_text = gr.Markdown()
                         gal_a = gr.Gallery(label="Method", columns=8, height=150, allow_preview=False)
                         gal_b = gr.Gallery(label="Compared with", columns=8, height=150, allow_preview=False)
+                        gr.Markdown("*What am I looking at?* Each row is one method's top proponents for the same "
+                                    "query. *Shared* counts the training images both rows contain; Spearman ρ "
+                                    "compares the two methods' scores over the whole training set (1 = same order).")
                     with gr.Tab("Timesteps"):
                         gr.Markdown("Attribution at one noise level *t*: which training images matter early "
                                     "(t near 999, coarse) vs late (t near 0, details) in denoising.")
@@ -622,6 +662,9 @@ def build_app(default_dataset: str | None = None, warm: bool = True) -> gr.Block
                                               height=150, width=150)
                         t_gal = gr.Gallery(label="Top proponents at this timestep", columns=8, height=150,
                                            allow_preview=False)
+                        gr.Markdown("*What am I looking at?* x_t is the query with the noise of step t added; x̂₀ is "
+                                    "the model's guess of the clean image from it. The row lists the training images "
+                                    "whose gradients at this one step best match the query's.")
                     with gr.Tab("Evaluation"):
                         gr.Markdown("How far to trust each method: LDS (does it predict retraining?) and the "
                                     "counterfactual (does removing its proponents change the image?).")
@@ -633,10 +676,30 @@ def build_app(default_dataset: str | None = None, warm: bool = True) -> gr.Block
                         with gr.Row():
                             scatter = gr.Plot(label="Predicted vs measured, for the benchmark image", elem_id="scatter")
                             scatter_text = gr.Markdown()
+                        gr.Markdown("*What am I looking at?* Bars: each method's LDS in %, how well its scores "
+                                    "predict the loss of models retrained on random halves of the data (whiskers: "
+                                    "95 % bootstrap interval). Scatter: one dot per retrained model for the chosen "
+                                    "benchmark image; a rising cloud means the scores are right about it.")
                         cf_table = gr.Markdown(elem_id="counterfactual")
                         cf_gal = gr.Gallery(label="Counterfactual: the original and the images regenerated after "
                                                   "removing training images", columns=8, height="auto",
                                             allow_preview=False)
+                    with gr.Tab("Lesson", elem_id="lesson-tab") as lesson_tab:
+                        gr.Markdown("Six short steps, a minute each, from shipped results (nothing to compute): "
+                                    "what attribution is, how to read it, and how far to trust it.")
+                        with gr.Row(elem_id="lesson-steps"):
+                            step_btns = [gr.Button(f"{j + 1}. {title}", size="sm", elem_id=f"lesson-step-{j + 1}",
+                                                   min_width=120) for j, title in enumerate(TITLES)]
+                        lesson_text = gr.Markdown(elem_id="lesson-text", latex_delimiters=LATEX)
+                        lesson_look = gr.Markdown(elem_id="lesson-look")
+                        lesson_gals = [gr.Gallery(columns=9, height=136, allow_preview=False, visible=False, fit_columns=False,
+                                                  object_fit="contain", elem_id=f"lesson-gallery-{j + 1}")
+                                       for j in range(3)]
+                        with gr.Row():
+                            lesson_plots = [gr.Plot(visible=False, show_label=False, elem_id=f"lesson-plot-{j + 1}")
+                                            for j in range(2)]
+                        lesson_next = gr.Button("Next step →", elem_id="lesson-next")
+                        lesson_at = gr.State(-1)
                     with gr.Tab("Learn"):
                         gr.Markdown(learn_text(), latex_delimiters=LATEX)
 
@@ -700,6 +763,14 @@ def build_app(default_dataset: str | None = None, warm: bool = True) -> gr.Block
         ev_out = [ev_status, lds_val, lds_gen, scatter, scatter_text, cf_gal, cf_table]
         ev_btn.click(friendly(len(ev_out))(evaluation), [dataset, method, S, bench_index], ev_out,
                      concurrency_id="fast", api_name="evaluation")
+
+        lesson_out = [lesson_text, lesson_look, *lesson_gals, *lesson_plots, lesson_at, *step_btns]
+        for j, b in enumerate(step_btns):
+            b.click(lambda j=j: lesson_view(j), None, lesson_out, api_name=False, concurrency_id="fast")
+        lesson_next.click(lambda at: lesson_view((at + 1) % len(TITLES)), lesson_at, lesson_out, api_name=False,
+                          concurrency_id="fast")
+        lesson_tab.select(lambda at: lesson_view(0) if at < 0 else [gr.skip()] * len(lesson_out), lesson_at,
+                          lesson_out, api_name=False, concurrency_id="fast")
 
         def reset(d):
             blank, hidden = plots.message(""), gr.update(value="", visible=False)

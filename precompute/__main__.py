@@ -1,4 +1,4 @@
-"""``python -m precompute <stage> --dataset D``: stages train, ensemble, features, lds, counterfactual, all.
+"""``python -m precompute <stage> --dataset D``: stages train, ensemble, features, lds, counterfactual, lesson, all.
 
 ``ensemble`` trains only the 50 % subset models the ensemble methods need (``lds`` trains them too).
 Your own images: ``python -m precompute all --dataset NAME --data FOLDER`` trains the model (and a
@@ -14,7 +14,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m precompute", description=__doc__, allow_abbrev=False)
-    p.add_argument("stage", choices=["train", "ensemble", "features", "lds", "counterfactual", "all"])
+    p.add_argument("stage", choices=["train", "ensemble", "features", "lds", "counterfactual", "lesson", "all"])
     p.add_argument("--dataset", required=True, help="digits, shapes, a name for --data, or a path to an image folder")
     p.add_argument("--data", default=None, help="train: an image folder (class sub-folders become labels); the "
                    "model is saved as assets/<dataset>/ and listed in the app")
@@ -31,7 +31,7 @@ def main(argv=None) -> int:
     p.add_argument("--subsets", type=int, default=None, help="number of LDS subsets")
     p.add_argument("--until", default=None, choices=["retrain"], help="lds: stop after retraining + ground truth")
     args = p.parse_args(argv)
-    everything = ["train", "features"] if args.data else ["train", "ensemble", "features", "lds", "counterfactual"]
+    everything = ["train", "features"] if args.data else ["train", "ensemble", "features", "lds", "counterfactual", "lesson"]
     stages = everything if args.stage == "all" else [args.stage]
     used = {"subsets": {"lds"}, "until": {"lds"}, "method": {"features"}, "address": {"ensemble", "lds", "counterfactual"},
             "data": {"train"}, "resolution": {"train"}, "channels": {"train"}, "model": {"train"}}
@@ -68,6 +68,9 @@ def run_stages(args, stages: list[str], cfg) -> None:
         elif stage == "features":
             from . import features
             features.run(args.dataset, methods=args.method, device=args.device)
+        elif stage == "lesson":
+            from . import lesson
+            lesson.run(args.dataset, device=args.device)
         else:
             from . import evaluate
             kw = {"until": args.until} if stage == "lds" else {}

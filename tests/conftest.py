@@ -1,4 +1,5 @@
 import os
+import sys
 import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -26,3 +27,25 @@ def tiny_unet_config():
 def tiny_unet():
     from explorer.models import make_unet
     return make_unet(tiny_unet_config(), seed=0)
+
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    """``python app.py`` launched once for every browser / client test (shares the test feature cache)."""
+    from screenshots import free_port, launch
+    port = free_port()
+    proc = launch(port, str(tmp_path_factory.mktemp("server") / "server.log"))
+    yield f"http://127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(10)
+
+
+def page_at(p, server, w=1280, h=720):
+    """A Chromium page (Playwright ``p``) on the launched app."""
+    from screenshots import browser
+    page = browser(p).new_page(viewport={"width": w, "height": h})
+    page.goto(server)
+    return page

@@ -147,15 +147,13 @@ def test_features_are_deterministic_and_batch_independent(tiny_unet):
     assert np.allclose(a[2:], b, atol=1e-6)
 
 
-FRESH = 30_000_000  # uid offset: the query's noise is drawn afresh, not the training feature's own
 SELF_TOP5 = {"dtrak": 14, "trak": 18, "nda": 19}  # measured (exact default): 15, 19 and 20 of 20 in the top 5
 DUPLICATES = {"dtrak": (7, 7), "trak": (3, 4), "nda": (7, 7)}  # of 8 pairs, partner in the top 5; measured
 # 8, 8 (D-TRAK), 4, 5 (TRAK), 8, 8 (NDA: the partner at rank 2, after the query's own training copy)
 
 
 def _fresh(eng, i):
-    from explorer.task import Query
-    return Query("train", eng.data.train_x[i], FRESH + int(eng.data.train_idx[i]))
+    return eng.task.train_query(i, fresh=True)
 
 
 def test_training_images_rank_themselves_high_with_fresh_noise(digits_engine):
@@ -189,12 +187,15 @@ def test_planted_near_duplicates_find_each_other_both_ways():
     eng = Engine("shapes")
     pos = {int(d): i for i, d in enumerate(eng.data.train_idx)}
     pairs = eng.data.meta["duplicates"]
+    shipped = eng.results.lesson()["duplicates"]["methods"]
     for method, need in DUPLICATES.items():
         for direction in (0, 1):
             s = eng.scores([_fresh(eng, pos[p[direction]]) for p in pairs], method, TimestepStrategy("uniform", 10))
             partner = np.array([pos[p[1 - direction]] for p in pairs])
             rank = (s > s[np.arange(len(pairs)), partner][:, None]).sum(1)
             assert (rank < 5).sum() >= need[direction], (method, direction, rank)
+            if direction == 1:  # the lesson's shipped duplicate search is this one (copy queried, original ranked)
+                assert (rank == np.array(shipped[method]["rank"])).sum() >= 7, (method, rank, shipped[method])
 
 
 def test_nda_weights_match_a_direct_softmax_loop(digits_engine):

@@ -1,7 +1,5 @@
 """The explorer as people use it: callbacks in process, gradio_client against a launched server, and a
 real browser (Playwright driving Debian's Chromium). Nothing here writes outside temporary folders."""
-import os
-import sys
 import threading
 import time
 
@@ -9,10 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
-from screenshots import browser, free_port, launch  # noqa: E402
-
-import gradio as gr  # noqa: E402
+import gradio as gr
+from conftest import page_at
 
 Q = dict(dataset="digits", seed=3, steps=50, bench_index=3, upload=None, invert=False)
 SETTINGS = dict(strategy="uniform", S=10, projection="exact", lam=None, k=8)
@@ -128,15 +124,6 @@ def test_a_build_is_shared_by_everyone_who_asks_and_stops_when_they_leave():
     assert stops and stops[0] < 40  # nobody waiting: the job stopped early
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    port = free_port()
-    proc = launch(port, str(tmp_path_factory.mktemp("server") / "server.log"))
-    yield f"http://127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(10)
-
-
 def test_gradio_client_flow(server, tmp_path):
     from gradio_client import Client
     c = Client(server, verbose=False)
@@ -149,12 +136,6 @@ def test_gradio_client_flow(server, tmp_path):
     assert len(c.predict("digits", api_name="/benchmark_queries")) == 200
 
 
-def _page(p, server, w=1280, h=720):
-    page = browser(p).new_page(viewport={"width": w, "height": h})
-    page.goto(server)
-    return page
-
-
 def _in_viewport(page, selector):
     return page.evaluate(f"""() => {{ const r = document.querySelector('{selector}').getBoundingClientRect();
         return r.top >= 0 && r.top < window.innerHeight; }}""")
@@ -163,7 +144,7 @@ def _in_viewport(page, selector):
 def test_browser_first_view_upload_seed_and_dataset_switch(server, tmp_path):
     from playwright.sync_api import sync_playwright
     with sync_playwright() as p:
-        page = _page(p, server)
+        page = page_at(p, server)
         t0 = time.time()
         page.locator("#proponents img").nth(7).wait_for(timeout=20_000)  # no click needed
         assert time.time() - t0 < 20 and _in_viewport(page, "#proponents img")
@@ -194,7 +175,7 @@ def test_browser_first_view_upload_seed_and_dataset_switch(server, tmp_path):
 def test_two_browsers_a_build_never_blocks_a_stored_answer(server):
     from playwright.sync_api import sync_playwright
     with sync_playwright() as p:
-        a = _page(p, server)
+        a = page_at(p, server)
         a.locator("#proponents img").nth(7).wait_for(timeout=30_000)
         a.locator("#settings").get_by_role("button").first.click()
         a.get_by_label("Timesteps", exact=True).click()
@@ -203,7 +184,7 @@ def test_two_browsers_a_build_never_blocks_a_stored_answer(server):
         a.locator("#build").wait_for(state="visible", timeout=60_000)
         assert "has not been computed" in a.locator("#status").inner_text()
         a.locator("#build").click()  # A's build runs now
-        b = _page(p, server)
+        b = page_at(p, server)
         b.locator("#proponents img").nth(7).wait_for(timeout=30_000)
         before = b.locator("#query-info").inner_text()
         b.locator("#bench-index input").fill("7")

@@ -90,3 +90,4 @@ def embedding_features(embed: Callable[[torch.Tensor], torch.Tensor], x: torch.T
 # uid ranges for seeded noise: training/validation images use their dataset index
 GENERATED_UID = 10_000_000  # + seed
 UPLOAD_UID = 20_000_000
+FRESH_UID = 30_000_000  # + dataset index: a training image queried with noise drawn afresh

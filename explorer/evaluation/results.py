@@ -6,6 +6,7 @@ engine and the UI read through it.
     lds.json                                                 one row per (method, S, split)
     scores/<method>_S<S>_<split>.npy, pred/…                 stored benchmark scores and predictions
     counterfactual.json, counterfactual_images.npz, counterfactual_removed.npz
+    lesson.json                                              the lesson's duplicate search / timestep walk
 """
 from __future__ import annotations
 
@@ -97,6 +98,11 @@ class EvalResults:
                            (row["method"], row["S"], row["split"])] + [row]
         write_json(self.path("lds.json"), results)
         self.__dict__.pop("_rows", None)
+
+    # ---- the lesson's duplicate search and timestep walk (precompute/lesson.py) ----
+    def lesson(self) -> dict:
+        p = self.path("lesson.json")
+        return read_json(p) if os.path.exists(p) else {}
 
     # ---- counterfactual ----
     @property
