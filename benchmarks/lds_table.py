@@ -1,5 +1,6 @@
-"""Prints the README's LDS table from the shipped ``lds.json``, or (``--fidelity``) its fidelity table
-from ``benchmarks/results/fidelity.json``, so the README never drifts from the recorded numbers.
+"""Prints the README's LDS table from the shipped ``lds.json`` with each method's costs from
+``benchmarks/results/method_costs.json`` (S = 10 / S = 100), or (``--fidelity``) its fidelity table from
+``benchmarks/results/fidelity.json``, so the README never drifts from the recorded numbers.
 
     PYTHONPATH=. python benchmarks/lds_table.py --dataset digits
     PYTHONPATH=. python benchmarks/lds_table.py --fidelity"""
@@ -50,14 +51,23 @@ def main():
     if args.fidelity:
         return fidelity_table()
     res = EvalResults(os.path.join(ASSETS, args.dataset, "eval"))
-    print("| method | validation S=10 | validation S=100 | generated S=10 | generated S=100 |\n|---|---|---|---|---|")
+    costs_path = os.path.join(os.path.dirname(__file__), "results", "method_costs.json")
+    costs = {(r["method"], r["S"]): r for r in json.load(open(costs_path))["rows"]} if os.path.exists(costs_path) else {}
+
+    def cost(name, S_values, field):
+        v = [costs[(name, S)][field] for S in S_values if (name, S) in costs]
+        return " / ".join(f"{x:.2g}" if x < 10 else f"{x:.0f}" for x in v)
+    print("| method | validation S=10 | validation S=100 | generated S=10 | generated S=100 | query s (upload) | "
+          "build s |\n|---|---|---|---|---|---|---|")
     for name, m in METHODS.items():
         cells = [cell(res.row(name, S if m.uses_timesteps else None, split)) for split in ("validation", "generated")
                  for S in (10, 100)]
         if not m.uses_timesteps:
             cells[1] = cells[3] = ""
+        S_values = (10, 100) if m.uses_timesteps else (None,)
         if any(cells):
-            print(f"| {m.label} | " + " | ".join(cells) + " |")
+            print(f"| {m.label} | " + " | ".join(cells) + f" | {cost(name, S_values, 'query_seconds')} | "
+                  f"{cost(name, S_values, 'build_seconds')} |")
 
 
 if __name__ == "__main__":

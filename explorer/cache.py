@@ -69,9 +69,17 @@ def save_npz(path: str, **arrays) -> None:
 
 
 def write_json(path: str, obj) -> None:
+    """Writes ``obj`` atomically — or nothing when the file already holds exactly this content, so a
+    re-run with unchanged inputs leaves files (and their history) untouched."""
+    text = json.dumps(obj, indent=1, sort_keys=True)
+    if os.path.exists(path):
+        with open(path) as f:
+            if f.read() == text:
+                return
+
     def write(tmp):
         with open(tmp, "w") as f:
-            json.dump(obj, f, indent=1, sort_keys=True)
+            f.write(text)
     atomic_write(path, write)
 
 

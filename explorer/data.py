@@ -6,6 +6,8 @@ Embedded datasets (no downloads):
 - ``digits``: scikit-learn's 1797 real 8×8 handwritten digits, 10 classes, grayscale.
 - ``shapes``: 16×16 RGB coloured geometric shapes generated from a fixed seed, 4 classes, with
   planted near-duplicate pairs (known answers for attribution checks) recorded in ``meta``.
+- ``icons``: 32×32 desktop icons of two design teams (Oxygen, Tango) read from Debian's icon themes
+  (``explorer/icons.py``), 9 categories, with natural near-duplicates (the same icon drawn at 48×48).
 Plus ``load_image_folder`` for any folder of images (optionally class sub-folders).
 """
 from __future__ import annotations
@@ -219,7 +221,12 @@ def load_image_folder(root: str, resolution: int = 32, channels: int = 3, val_fr
                        {"skipped": skipped, "labelled": len(groups) > 1, "files": files})
 
 
-EMBEDDED = {"digits": load_digits, "shapes": load_shapes}
+def load_icons() -> Dataset:
+    from .icons import load_icons as icons  # Debian's icon themes; see explorer/icons.py
+    return icons()
+
+
+EMBEDDED = {"digits": load_digits, "shapes": load_shapes, "icons": load_icons}
 
 
 def load_dataset(name_or_path: str, resolution: int | None = None, channels: int | None = None) -> Dataset:

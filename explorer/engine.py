@@ -128,11 +128,9 @@ class Engine:
         train = m.train_features(self.store, strategy, None, False)
         kernels = ([self.store.kernel((m.feature_key(), strategy.key, self.store.projection, i), t)
                     for i, t in enumerate(train)] if m.uses_lambda else None)
-        queries = [query] * draws
-        feats = [np.concatenate([self.store.query_gradients(d, m.output_fn, strategy, [query], noise_seed=1000 + r)
-                                 for r in range(draws)]) for d in self.store.model_dirs(m.models)]
-        s = m.score(train, feats, lam, kernels)
-        tops = blockwise_topk(lambda rows: s[rows], len(queries), topk).proponents
+        s = np.concatenate([m.score(train, m.query_features(self.store, [query], strategy, noise_seed=1000 + r), lam,
+                                    kernels) for r in range(draws)])
+        tops = blockwise_topk(lambda rows: s[rows], draws, topk).proponents
         return tops, np.bincount(tops.ravel(), minlength=s.shape[1])
 
     # ---- λ and stored benchmark results ----

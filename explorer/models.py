@@ -7,6 +7,7 @@ the same seed always gives the same image from the same weights.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import threading
@@ -53,10 +54,15 @@ UNET_CONFIGS = {
     "shapes": UNetConfig(sample_size=16, in_channels=3, out_channels=3, block_out_channels=(16, 32, 32),
                          down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
                          up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D")),
+    # 32×32 RGB icons (explorer/icons.py): one level more than shapes, attention at 8×8; not trained yet
+    "icons": UNetConfig(sample_size=32, in_channels=3, out_channels=3, block_out_channels=(32, 64, 64),
+                        down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
+                        up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"), attention_head_dim=32),
 }
 TRAIN_CONFIGS = {
     "digits": TrainConfig(epochs=200),
     "shapes": TrainConfig(epochs=80),
+    "icons": TrainConfig(epochs=400),
 }
 
 
@@ -86,8 +92,25 @@ def set_vmap_attention(model: UNet2DModel) -> UNet2DModel:
     return model
 
 
+SCHEDULE = {"num_train_timesteps": T, "beta_schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02,
+            "prediction_type": "epsilon"}  # the one noise schedule every formula here assumes
+
+
 def make_scheduler() -> DDPMScheduler:
-    return DDPMScheduler(num_train_timesteps=T, beta_schedule="linear", beta_start=1e-4, beta_end=0.02)
+    return DDPMScheduler(**SCHEDULE)
+
+
+def check_scheduler(model_dir: str) -> None:
+    """A scheduler saved with the weights (``scheduler_config.json``, or ``scheduler/`` beside a ``unet/``
+    pipeline folder) must be the schedule the math assumes; a model without one was trained here."""
+    for path in (os.path.join(model_dir, "scheduler_config.json"),
+                 os.path.join(model_dir, "scheduler", "scheduler_config.json")):
+        if os.path.isfile(path):
+            cfg = json.load(open(path))
+            diff = {k: cfg[k] for k, v in SCHEDULE.items() if k in cfg and cfg[k] != v}
+            if diff:
+                raise CheckpointError(f"the noise scheduler saved in {path} differs from the one this tool's math "
+                                      f"assumes ({SCHEDULE}): {diff}")
 
 
 def alphas_cumprod() -> torch.Tensor:
@@ -224,6 +247,7 @@ def save_model(model: UNet2DModel, folder: str) -> None:
         import shutil
         shutil.rmtree(tmp)
     model.save_pretrained(tmp, safe_serialization=True)
+    make_scheduler().save_config(tmp)  # the schedule travels with the weights (scheduler_config.json)
     if os.path.exists(folder):
         import shutil
         shutil.rmtree(folder)
@@ -235,6 +259,7 @@ def load_model(folder: str, device: str = "cpu") -> UNet2DModel:
     if not os.path.isfile(os.path.join(folder, "config.json")):
         raise CheckpointError(f"no model checkpoint at {folder!r} (config.json missing). "
                               f"Train one with `python -m precompute train --dataset <name>`.")
+    check_scheduler(folder)
     try:
         model = UNet2DModel.from_pretrained(folder, local_files_only=True, low_cpu_mem_usage=False)
     except Exception as e:  # diffusers raises several types for corrupt files

@@ -118,6 +118,7 @@ class FeatureStore:
         self._kernels: dict = {}
         self._models: dict = {task.paths.model: task.model}
         self._rates: dict = {}
+        self._residuals: dict = {}
 
     @property
     def projection(self) -> str:
@@ -233,6 +234,17 @@ class FeatureStore:
         if key not in self._kernels:
             self._kernels[key] = Kernel(feats, self.gram(feats))
         return self._kernels[key]
+
+    def residuals(self, model_dir: str, strategy: TimestepStrategy) -> np.ndarray:
+        """Each training image's RMS residual ‖ε − ε_θ(x_t, t)‖/√d over the strategy's timesteps and the
+        features' seeded noise (DAS); forward passes only, kept in memory (seconds for digits at S = 100)."""
+        key = (model_dir, strategy.key)
+        if key not in self._residuals:
+            from .attribution.das import residual_sizes
+            data = self.task.data
+            self._residuals[key] = residual_sizes(self.model(model_dir), data.train_x,
+                                                  [int(u) for u in data.train_idx], strategy, self.seed)
+        return self._residuals[key]
 
     # ---- query features ----
     def query_gradients(self, model_dir: str, output_fn: str, strategy: TimestepStrategy, queries: list,

@@ -18,11 +18,8 @@ from explorer.cache import write_json
 from explorer.classifier import ClassifierConfig, save_classifier, train_classifier
 from explorer.data import load_dataset, save_split
 from explorer.images import grid
-from explorer.models import T, CheckpointError, ddim_sample, load_model, save_model
+from explorer.models import CheckpointError, check_scheduler, ddim_sample, load_model, save_model
 from explorer.paths import AssetPaths
-
-SCHEDULE = {"num_train_timesteps": T, "beta_schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02,
-            "prediction_type": "epsilon"}
 
 
 def find_unet(model_dir: str) -> str:
@@ -31,17 +28,6 @@ def find_unet(model_dir: str) -> str:
         if os.path.isfile(path) and json.load(open(path)).get("_class_name") == "UNet2DModel":
             return folder
     raise CheckpointError(f"no diffusers UNet2DModel in {model_dir} (expected config.json there or in unet/)")
-
-
-def check_scheduler(model_dir: str) -> None:
-    for path in (os.path.join(model_dir, "scheduler", "scheduler_config.json"),
-                 os.path.join(model_dir, "scheduler_config.json")):
-        if os.path.isfile(path):
-            cfg = json.load(open(path))
-            diff = {k: cfg[k] for k, v in SCHEDULE.items() if k in cfg and cfg[k] != v}
-            if diff:
-                raise CheckpointError(f"the scheduler in {path} differs from the one this tool's math assumes "
-                                      f"({SCHEDULE}): {diff}")
 
 
 def run(dataset: str, model_dir: str, data: str, seed: int = 0, n_samples: int = 16, root: str | None = None) -> dict:

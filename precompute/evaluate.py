@@ -46,6 +46,7 @@ class EvalConfig:
     cf_fraction: float = 0.2  # the paper's 1000 of 5000
     cf_seed: int = 42  # picks the counterfactual queries and the random removals
     cf_S: int = 100
+    cf_methods: tuple = ("trak", "dtrak", "nda")  # besides random removal
     ensemble_models: int = 4
     epochs: int | None = None  # None: the full model's recipe
     plan: list = field(default_factory=lambda: [(m, 10) for m in METHODS] + [
@@ -228,6 +229,8 @@ def score_lds(dataset: str, cfg: EvalConfig, device: str = "cpu", retrain_s: flo
 # ---- counterfactual ----
 def run_counterfactual(dataset: str, device: str = "cpu", engine: str = "local", address: str | None = None,
                        cfg: EvalConfig | None = None) -> dict:
+    """Incremental: a removal method already in ``counterfactual.json`` (same queries, same removed
+    images) keeps its result; only methods added to ``cfg.cf_methods`` are retrained and measured."""
     from explorer.classifier import load_classifier
     from explorer.engine import Engine
     cfg = cfg or EvalConfig()
@@ -236,31 +239,38 @@ def run_counterfactual(dataset: str, device: str = "cpu", engine: str = "local",
     ds = open_dataset(AssetPaths(dataset))
     n, k = len(ds.train_idx), int(round(cfg.cf_fraction * len(ds.train_idx)))
     removed_path = os.path.join(paths.eval, "counterfactual_removed.npz")
-    if not os.path.exists(removed_path):
+    removed = dict(np.load(removed_path, allow_pickle=False)) if os.path.exists(removed_path) else {}
+    missing = [m for m in cfg.cf_methods if m not in removed]
+    if missing or not removed:
         eng = Engine(dataset, device=device)
-        seeds = np.sort(np.random.default_rng(cfg.cf_seed).choice(cfg.n_gen, cfg.cf_queries, replace=False))
-        qs = [eng.task.generated(int(s)) for s in seeds]
-        removed = {"seeds": seeds}
-        for name in ("trak", "dtrak"):
+        removed.setdefault("seeds", np.sort(np.random.default_rng(cfg.cf_seed).choice(cfg.n_gen, cfg.cf_queries,
+                                                                                      replace=False)))
+        qs = [eng.task.generated(int(s)) for s in removed["seeds"]]
+        for name in missing:
             removed[name] = cf.top_proponents(eng.scores(qs, name, TimestepStrategy("uniform", cfg.cf_S)), k)
-        removed["random"] = cf.random_removal(n, k, len(seeds), cfg.cf_seed)
+        removed.setdefault("random", cf.random_removal(n, k, len(removed["seeds"]), cfg.cf_seed))
         save_npz(removed_path, **removed)
-    removed = np.load(removed_path, allow_pickle=False)
-    seeds, methods = removed["seeds"], ("random", "trak", "dtrak")
+    seeds, methods = removed["seeds"], ("random", *cfg.cf_methods)
+    prev = EvalResults(paths.eval).counterfactual()
+    if prev is not None and prev[0]["seeds"] != seeds.tolist():
+        prev = None  # other queries: everything is measured again
+    todo = [m for m in methods if prev is None or m not in prev[0]["methods"]]
     # the full model's own training seed, so a retrained model differs from it only by the removed data
     train_seed = json.load(open(paths.info))["train"]["seed"]
     jobs = [dict(dataset=dataset, indices=cf.keep_indices(n, removed[m][i]).tolist(),
                  out_dir=os.path.join(runs, "counterfactual", f"{m}_{int(s):03d}"), seed=train_seed, device=device,
                  epochs=cfg.epochs)
-            for m in methods for i, s in enumerate(seeds)]
+            for m in todo for i, s in enumerate(seeds)]
     t0 = time.time()
     run_jobs(train_job, jobs, engine, address, desc="counterfactual retrains")
     retrain_s = time.time() - t0
     base = ddim_sample(load_model(paths.model, device), seeds.tolist(), device=device)
     clf = load_classifier(paths.classifier)
-    out = {"k": k, "n": n, "seeds": seeds.tolist(), "train_seed": train_seed, "methods": {}, "retrain_seconds": retrain_s}
-    images = {"original": base.numpy().astype(np.float16)}
-    for m in methods:
+    out = prev[0] if prev else {"k": k, "n": n, "seeds": seeds.tolist(), "train_seed": train_seed, "methods": {},
+                                "retrain_seconds": 0.0}
+    out["retrain_seconds"] += retrain_s
+    images = prev[1] if prev else {"original": base.numpy().astype(np.float16)}
+    for m in todo:
         regen = torch.cat([ddim_sample(load_model(os.path.join(runs, "counterfactual", f"{m}_{int(s):03d}", "model"), device),
                                        [int(s)], device=device) for s in seeds])
         images[m] = regen.numpy().astype(np.float16)

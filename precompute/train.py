@@ -2,13 +2,15 @@
 the split index files, a sample grid and the sample-quality record."""
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import time
 from dataclasses import asdict, replace
 
 import torch
 
-from explorer.cache import write_json
+from explorer.cache import read_json, write_json
 from explorer.classifier import ClassifierConfig, save_classifier, train_classifier
 from explorer.data import load_dataset, save_split
 from explorer.images import grid
@@ -27,11 +29,17 @@ def run(dataset: str, epochs: int | None = None, seed: int = 0, device: str = "c
     paths = AssetPaths(dataset)
     if ds.meta.get("skipped"):
         print(f"{ds.meta['skipped']} files in {source} are not images and were skipped")
-    os.makedirs(paths.base, exist_ok=True)
-    save_split(ds, paths.split)
-
     unet_cfg = UNET_CONFIGS.get(ds.name) or unet_config_for(ds.channels, ds.resolution)
     cfg = replace(TRAIN_CONFIGS.get(ds.name, TrainConfig()), seed=seed, **({"epochs": epochs} if epochs else {}))
+    recipe = recipe_sha(ds.fingerprint(), asdict(unet_cfg), asdict(cfg), n_samples, options)
+    if os.path.exists(paths.info) and os.path.exists(os.path.join(paths.model, "config.json")):
+        info = read_json(paths.info)
+        if info.get("recipe_sha") == recipe:
+            print(f"{paths.dataset}: already trained on these images with this recipe; nothing rewritten "
+                  f"(delete {paths.model} to retrain)")
+            return info
+    os.makedirs(paths.base, exist_ok=True)
+    save_split(ds, paths.split)
     model = make_unet(unet_cfg, seed=seed)
 
     def on_checkpoint(epoch, m):
@@ -66,7 +74,7 @@ def run(dataset: str, epochs: int | None = None, seed: int = 0, device: str = "c
         "ddim50_seconds_per_image": sample_s, "classifier_val_accuracy": val_acc,
         "samples_confident_share": confident, "n_quality_samples": n_samples,
         "meta": ds.meta, "data_source": None if source == ds.name and not os.path.isdir(source) else os.path.abspath(source),
-        "data_options": options,
+        "data_options": options, "recipe_sha": recipe,
     }
     write_json(paths.info, info)
     quality = (f"classifier val acc {val_acc:.3f}, {confident:.0%} of {n_samples} samples labelled with confidence "
@@ -75,4 +83,8 @@ def run(dataset: str, epochs: int | None = None, seed: int = 0, device: str = "c
     return info
 
 
-
+def recipe_sha(data_sha: str, unet: dict, train_cfg: dict, n_samples: int, options: dict) -> str:
+    """What decides a trained model's bytes: data, architecture, recipe (seed included), sample count.
+    Equal hashes mean a re-run would reproduce the same files, so it is skipped."""
+    blob = json.dumps([data_sha, unet, train_cfg, n_samples, options], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -272,3 +272,32 @@ def test_one_model_shared_by_threads_gives_the_same_gradients(tiny_unet):
     [t.join() for t in threads]
     assert errors == [] and len(outs) == 45
     assert all(torch.equal(o, ref) for o in outs)
+
+
+def test_das_matches_a_loop_with_the_kernel_solved_directly(tiny_unet):
+    """Catches a wrong residual (noise, timesteps, √d, mean over t), a residual applied to the query
+    instead of the training image, or a kernel that is not (ΦᵀΦ + λI)⁻¹: DAS against one forward pass
+    and one backward per image and t, and the dual solve written out."""
+    from explorer.attribution.das import DAS, residual_sizes
+    from explorer.models import alphas_cumprod
+    torch.manual_seed(0)
+    x, uids, st, lam = torch.rand(6, 1, 8, 8) * 2 - 1, [3, 7, 11, 19, 23, 42], TimestepStrategy("uniform", 3), 0.5
+    ts = torch.tensor(st.timesteps())
+    eps = seeded_noise(uids, ts.tolist(), (1, 8, 8))
+    phi = loop_gradients(tiny_unet, "avg", x, eps, ts).double().numpy()
+    q_eps = seeded_noise([99], ts.tolist(), (1, 8, 8))
+    q = loop_gradients(tiny_unet, "avg", x[:1] * 0.5, q_eps, ts).double().numpy()
+    abar, r = alphas_cumprod(), np.zeros(6)
+    with torch.no_grad():
+        for i in range(6):
+            for s, t in enumerate(ts.tolist()):
+                xt = abar[t].sqrt() * x[i] + (1 - abar[t]).sqrt() * eps[i, s]
+                pred = tiny_unet(xt[None], torch.tensor([t])).sample[0]
+                r[i] += float((eps[i, s] - pred).norm()) / 8 / len(ts)  # √d = 8
+    ref = np.linalg.solve(phi @ phi.T + lam * np.eye(6), phi @ q[0]) * r  # (ΦΦᵀ+λI)⁻¹Φφ(q) = Φ(ΦᵀΦ+λI)⁻¹φ(q)
+    got_r = residual_sizes(tiny_unet, x, uids, st)
+    np.testing.assert_allclose(got_r, r, rtol=1e-5)
+    feats = GradientComputer(tiny_unet, "avg")(x, eps, ts).numpy()
+    train = Features(feats)
+    got = DAS.score([train], [(q, got_r)], lam, [Kernel(train)])
+    np.testing.assert_allclose(got[0], ref, rtol=1e-3, atol=1e-8 * np.abs(ref).max())

@@ -74,6 +74,28 @@ def test_a_folder_becomes_a_model_the_app_lists_after_a_restart(own_env):
         proc.wait(10)
 
 
+def _snapshot(folder):
+    return {os.path.relpath(os.path.join(d, f), folder): (open(os.path.join(d, f), "rb").read(),
+                                                          os.stat(os.path.join(d, f)).st_mtime_ns)
+            for d, _, files in os.walk(folder) for f in files}
+
+
+def test_a_rerun_with_unchanged_inputs_rewrites_no_file(own_env):
+    """Deterministic stages: training the same folder with the same recipe again is skipped and no file
+    under the model's folder changes (bytes or modification time), so a re-run adds nothing to history."""
+    env, tmp = own_env
+    before = _snapshot(tmp / "assets" / "mine")
+    assert before, "the first test trains 'mine'"
+    r = _precompute(env, "all", "--dataset", "mine", "--data", str(tmp / "mine_imgs"), "--epochs", "2",
+                    "--resolution", "8")
+    assert r.returncode == 0 and "already trained on these images with this recipe" in r.stdout, r.stderr[-2000:]
+    assert _snapshot(tmp / "assets" / "mine") == before
+    r = _precompute(env, "train", "--dataset", "mine", "--data", str(tmp / "mine_imgs"), "--epochs", "3",
+                    "--resolution", "8")  # another recipe: retrained
+    assert r.returncode == 0 and "already trained" not in r.stdout
+    assert json.load(open(tmp / "assets" / "mine" / "train.json"))["train"]["epochs"] == 3
+
+
 def test_bad_folders_get_one_clear_message(own_env, tmp_path):
     env, _ = own_env
     (tmp_path / "empty").mkdir()

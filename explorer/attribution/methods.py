@@ -98,8 +98,10 @@ class Method:
     def train_features(self, store: "FeatureStore", strategy, progress=None, build: bool = True) -> list[Features]:
         return [store.gradients(m, self.output_fn, strategy, progress, build) for m in store.model_dirs(self.models)]
 
-    def query_features(self, store: "FeatureStore", queries, strategy) -> list[np.ndarray]:
-        return [store.query_gradients(m, self.output_fn, strategy, queries) for m in store.model_dirs(self.models)]
+    def query_features(self, store: "FeatureStore", queries, strategy, noise_seed: int | None = None) -> list:
+        """Per model, what ``score`` needs of the queries; ``noise_seed`` redraws their noise (stability)."""
+        return [store.query_gradients(m, self.output_fn, strategy, queries, noise_seed)
+                for m in store.model_dirs(self.models)]
 
     def score(self, train: list[Features], query: list[np.ndarray], lam: float | None,
               kernels: list[Kernel] | None) -> np.ndarray:
@@ -117,7 +119,7 @@ class JourneyMethod(Method):
     def generated_only(self) -> bool:
         return True
 
-    def query_features(self, store, queries, strategy):
+    def query_features(self, store, queries, strategy, noise_seed=None):
         return [store.journey_gradients(m, self.output_fn, queries) for m in store.model_dirs(self.models)]
 
 
@@ -141,7 +143,7 @@ class SimilarityMethod(Method):
     def train_features(self, store, strategy, progress=None, build=True):
         return [store.representation(self.representation, None)]
 
-    def query_features(self, store, queries, strategy):
+    def query_features(self, store, queries, strategy, noise_seed=None):
         return [store.representation(self.representation, queries)]
 
 
@@ -208,6 +210,8 @@ for _m in [
 ]:
     register(_m)
 
-from .nda import NDA  # noqa: E402 - one file per method beyond the paper's; registered here
+from .das import DAS  # noqa: E402 - one file per method beyond the paper's; registered here
+from .nda import NDA  # noqa: E402
 
+register(DAS)
 register(NDA)

@@ -52,7 +52,7 @@ class DenoiserMethod(Method):
     def train_features(self, store, strategy, progress=None, build: bool = True) -> list[Features]:
         return [store.representation("pixel", None)]
 
-    def query_features(self, store, queries, strategy) -> list[np.ndarray]:
+    def query_features(self, store, queries, strategy, noise_seed=None) -> list[np.ndarray]:
         """(m, S·d + S): each query noised at every timestep with the engine's seeded noise, then ᾱ_t."""
         from ..models import add_noise, alphas_cumprod
         ts = [int(t) for t in strategy.timesteps()]
