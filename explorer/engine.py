@@ -86,7 +86,7 @@ class Engine:
         strategy = strategy or TimestepStrategy("uniform", DEFAULT_S)
         train = m.train_features(self.store, strategy, progress, build)
         kernels = None
-        if m.uses_lambda:
+        if m.uses_kernel:
             kernels = [self.store.kernel((m.feature_key(), strategy.key, self.store.projection, i), t)
                        for i, t in enumerate(train)]
         query = m.query_features(self.store, queries, strategy)
@@ -127,7 +127,7 @@ class Engine:
         lam = self.default_lambda(m, strategy.S, query_split(query)) if lam is None else lam
         train = m.train_features(self.store, strategy, None, False)
         kernels = ([self.store.kernel((m.feature_key(), strategy.key, self.store.projection, i), t)
-                    for i, t in enumerate(train)] if m.uses_lambda else None)
+                    for i, t in enumerate(train)] if m.uses_kernel else None)
         s = np.concatenate([m.score(train, m.query_features(self.store, [query], strategy, noise_seed=1000 + r), lam,
                                     kernels) for r in range(draws)])
         tops = blockwise_topk(lambda rows: s[rows], draws, topk).proponents

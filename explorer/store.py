@@ -118,7 +118,7 @@ class FeatureStore:
         self._kernels: dict = {}
         self._models: dict = {task.paths.model: task.model}
         self._rates: dict = {}
-        self._residuals: dict = {}
+        self._fits: dict = {}  # per (model, timesteps): DAS residual sizes, EK-FAC factors
 
     @property
     def projection(self) -> str:
@@ -239,18 +239,36 @@ class FeatureStore:
         """Each training image's RMS residual ‖ε − ε_θ(x_t, t)‖/√d over the strategy's timesteps and the
         features' seeded noise (DAS); forward passes only, kept in memory (seconds for digits at S = 100)."""
         key = (model_dir, strategy.key)
-        if key not in self._residuals:
+        if key not in self._fits:
             from .attribution.das import residual_sizes
             data = self.task.data
-            self._residuals[key] = residual_sizes(self.model(model_dir), data.train_x,
+            self._fits[key] = residual_sizes(self.model(model_dir), data.train_x,
                                                   [int(u) for u in data.train_idx], strategy, self.seed)
-        return self._residuals[key]
+        return self._fits[key]
 
     # ---- query features ----
     def query_gradients(self, model_dir: str, output_fn: str, strategy: TimestepStrategy, queries: list,
                         noise_seed: int | None = None) -> np.ndarray:
         fc = FeatureComputer(self.model(model_dir), self.spec(output_fn, strategy), self.device, noise_seed=noise_seed)
         return fc(torch.stack([q.x for q in queries]), [q.uid for q in queries])
+
+    def raw_query_gradients(self, model_dir: str, output_fn: str, strategy: TimestepStrategy, queries: list,
+                            noise_seed: int | None = None) -> tuple:
+        """(the feature computer, the queries' unprojected gradient blocks): for methods that transform
+        the gradient before projecting it (EK-FAC)."""
+        fc = FeatureComputer(self.model(model_dir), self.spec(output_fn, strategy), self.device, noise_seed=noise_seed)
+        x = torch.stack([q.x for q in queries])
+        return fc, fc.grads.parts(x, fc.noise([q.uid for q in queries], tuple(x.shape[1:])), fc.ts)
+
+    def ekfac(self, model_dir: str, strategy: TimestepStrategy) -> list:
+        """The model's EK-FAC factors over the training set at the strategy's timesteps (kept in memory)."""
+        key = ("ekfac", model_dir, strategy.key)
+        if key not in self._fits:
+            from .attribution.ekfac import fit_ekfac
+            data = self.task.data
+            self._fits[key] = fit_ekfac(self.model(model_dir), data.train_x, [int(u) for u in data.train_idx],
+                                             strategy, self.seed)
+        return self._fits[key]
 
     def journey_gradients(self, model_dir: str, output_fn: str, queries: list) -> np.ndarray:
         fc = FeatureComputer(self.model(model_dir), self.spec(output_fn, TimestepStrategy()), self.device)

@@ -301,3 +301,40 @@ def test_das_matches_a_loop_with_the_kernel_solved_directly(tiny_unet):
     train = Features(feats)
     got = DAS.score([train], [(q, got_r)], lam, [Kernel(train)])
     np.testing.assert_allclose(got[0], ref, rtol=1e-3, atol=1e-8 * np.abs(ref).max())
+
+
+def test_ekfac_eigenvalues_are_the_exact_gauss_newton_diagonal_and_its_inverse_is_exact(tiny_unet):
+    """Catches wrong activations (unfold order, bias column), output gradients, targets or a wrong inverse:
+    (1) in each layer's Kronecker eigenbasis, EK-FAC's corrected eigenvalues equal the diagonal of the exact
+    Gauss-Newton block Σ_e vec(DW_e)vec(DW_e)ᵀ/N, with DW_e from one autograd call per (image, timestep);
+    (2) the damped preconditioner equals a dense solve with (Q_S⊗Q_A) diag(Λ) (Q_S⊗Q_A)ᵀ + λ̄I."""
+    from explorer.attribution.ekfac import fit_ekfac
+    from explorer.models import add_noise, alphas_cumprod
+    torch.manual_seed(0)
+    x, uids, st = torch.rand(3, 1, 8, 8) * 2 - 1, [4, 9, 13], TimestepStrategy("uniform", 2)
+    factors = fit_ekfac(tiny_unet, x, uids, st, seed=5)
+    ts = st.timesteps()
+    eps = seeded_noise(uids, ts, (1, 8, 8), 5).reshape(-1, 1, 8, 8)
+    t = torch.tensor(ts).repeat(3)
+    xt = add_noise(x[:, None].expand(3, 2, 1, 8, 8).reshape(-1, 1, 8, 8), eps, t, alphas_cumprod())
+    with torch.no_grad():
+        pred = tiny_unet(xt, t).sample
+    target = pred + torch.randn(pred.shape, generator=torch.Generator().manual_seed(7919 * 6 + 1))  # pass 2's draw
+    params = dict(tiny_unet.named_parameters())
+    per_example = []
+    for e in range(len(xt)):
+        out = tiny_unet(xt[e:e + 1], t[e:e + 1]).sample
+        grads = torch.autograd.grad(0.5 * (out - target[e:e + 1]).pow(2).sum(), list(params.values()))
+        per_example.append(dict(zip(params, grads)))
+    for f in factors:
+        dw = torch.stack([torch.cat([g[f.weight].reshape(f.qs.shape[0], -1)]
+                                    + ([g[f.bias][:, None]] if f.bias else []), 1) for g in per_example]).double()
+        diag = (f.qs.double().T @ dw @ f.qa.double()).pow(2).mean(0)
+        np.testing.assert_allclose(f.lam.double().numpy(), diag.numpy(), rtol=2e-3, atol=1e-7 * diag.max().item())
+    f = min(factors, key=lambda f: f.lam.numel())  # (2) on the smallest layer
+    o, i = f.lam.shape
+    K = torch.kron(f.qs.double(), f.qa.double())
+    dense = K @ torch.diag(f.lam.double().reshape(-1) + 0.3 * f.lam.double().mean()) @ K.T
+    v = torch.randn(2, o, i, dtype=torch.float64)
+    ref = torch.linalg.solve(dense, v.reshape(2, -1).T).T.reshape(2, o, i)
+    np.testing.assert_allclose(f.precondition(v.float(), 0.3).double().numpy(), ref.numpy(), rtol=1e-3, atol=1e-6)

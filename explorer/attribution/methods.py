@@ -79,6 +79,11 @@ class Method:
         return RULES[self.rule][1]
 
     @property
+    def uses_kernel(self) -> bool:
+        """True when ``score`` needs the engine's kernel of the training features (eigendecomposed once)."""
+        return self.uses_lambda
+
+    @property
     def uses_timesteps(self) -> bool:
         return True
 
@@ -211,7 +216,9 @@ for _m in [
     register(_m)
 
 from .das import DAS  # noqa: E402 - one file per method beyond the paper's; registered here
+from .ekfac import EKFAC  # noqa: E402
 from .nda import NDA  # noqa: E402
 
 register(DAS)
+register(EKFAC)
 register(NDA)
