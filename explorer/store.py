@@ -258,7 +258,9 @@ class FeatureStore:
         the gradient before projecting it (EK-FAC)."""
         fc = FeatureComputer(self.model(model_dir), self.spec(output_fn, strategy), self.device, noise_seed=noise_seed)
         x = torch.stack([q.x for q in queries])
-        return fc, fc.grads.parts(x, fc.noise([q.uid for q in queries], tuple(x.shape[1:])), fc.ts)
+        chunks = [blocks for _, blocks in
+                  fc.grads.chunks(x, fc.noise([q.uid for q in queries], tuple(x.shape[1:])), fc.ts)]
+        return fc, [torch.cat(col) for col in zip(*chunks)]  # chunked: memory bounded like the features
 
     def ekfac(self, model_dir: str, strategy: TimestepStrategy) -> list:
         """The model's EK-FAC factors over the training set at the strategy's timesteps (kept in memory)."""

@@ -50,7 +50,8 @@ class EvalConfig:
     ensemble_models: int = 4
     epochs: int | None = None  # None: the full model's recipe
     plan: list = field(default_factory=lambda: [(m, 10) for m in METHODS] + [
-        (m, 100) for m in ("dtrak", "trak", "relative-if", "renormalized-if", "grad-dot", "grad-cos")])
+        (m, 100) for m in ("dtrak", "trak", "relative-if", "renormalized-if", "grad-dot", "grad-cos", "kernel-avg", "das",
+                           "ekfac", "nda")])
 
 
 def runs_dir(dataset: str) -> str:

@@ -24,6 +24,7 @@ projected with the same sketch).
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +33,9 @@ import torch.nn.functional as F
 
 from .methods import Method
 from .timesteps import TimestepStrategy, seeded_noise
+
+# the first convolution's input (the noised image) needs no gradient; its output gradient is all we use
+warnings.filterwarnings("ignore", "Full backward hook is firing when gradients are computed with respect to module")
 
 
 @dataclass
