@@ -95,11 +95,9 @@ def load_npy(path: str, mmap: bool = True) -> np.ndarray:
         raise CacheError(f"{path} is corrupt or truncated ({e}); delete it and rebuild") from e
 
 
-def build(folder: str, expected: dict, n: int, rows: Callable[[int, int], Iterator[tuple[slice, np.ndarray]]],
-          progress: Callable[[int, int], None] | None = None) -> Features:
-    """Build (or resume) the cache in ``folder``. ``rows(start, stop)`` yields (slice, features)
-    for rows start..stop-1; every SHARD_ROWS rows are saved as one shard (scaled float16 rows and
-    their scales). The shards are then copied into one memory-mapped file, never all in memory."""
+def begin(folder: str, expected: dict, n: int) -> None:
+    """Opens (or resumes) a build in ``folder``: a cache of another build is cleared, and the manifest
+    says incomplete until ``build`` merges the shards. Shards may then be written by other processes."""
     os.makedirs(folder, exist_ok=True)
     manifest_path = os.path.join(folder, "manifest.json")
     if os.path.exists(manifest_path):
@@ -110,25 +108,50 @@ def build(folder: str, expected: dict, n: int, rows: Callable[[int, int], Iterat
         if {k: old.get(k) for k in expected} != expected or old.get("format_version") != FORMAT_VERSION:
             shutil.rmtree(folder)  # a different build: start over
             os.makedirs(folder)
+        elif old.get("complete"):
+            return
     write_json(manifest_path, {**expected, "format_version": FORMAT_VERSION, "n": n, "complete": False})
-    shards = []
-    for i, start in enumerate(range(0, n, SHARD_ROWS)):
-        stop = min(start + SHARD_ROWS, n)
-        path = os.path.join(folder, f"shard_{i:05d}.npy")
-        shards.append(path)
-        if os.path.exists(path):
-            continue
-        block = None
-        for sl, phi in rows(start, stop):
-            if block is None:
-                block = np.empty((stop - start, phi.shape[1]), np.float32)
-            block[sl.start - start:sl.stop - start] = phi
-        scale = np.abs(block).max(1)
-        scale[scale == 0] = 1
-        save_npy(path, np.concatenate([(block / scale[:, None]).astype(np.float16),
-                                       scale.astype(np.float32).view(np.float16).reshape(-1, 2)], 1))
-        if progress:
-            progress(stop, n)
+
+
+def shard_path(folder: str, i: int) -> str:
+    """Shard i holds rows i·SHARD_ROWS … (i+1)·SHARD_ROWS − 1."""
+    return os.path.join(folder, f"shard_{i:05d}.npy")
+
+
+def write_shard(folder: str, i: int, n: int, rows: Callable[[int, int], Iterator[tuple[slice, np.ndarray]]]) -> bool:
+    """Computes shard i (``rows(start, stop)`` yields (slice, features)) and saves it atomically as scaled
+    float16 rows and their float32 scales; an existing shard is kept (resume, or another worker's).
+    Returns whether it computed the shard."""
+    start, stop = i * SHARD_ROWS, min((i + 1) * SHARD_ROWS, n)
+    if os.path.exists(shard_path(folder, i)):
+        return False
+    block = None
+    for sl, phi in rows(start, stop):
+        if block is None:
+            block = np.empty((stop - start, phi.shape[1]), np.float32)
+        block[sl.start - start:sl.stop - start] = phi
+    scale = np.abs(block).max(1)
+    scale[scale == 0] = 1
+    save_npy(shard_path(folder, i), np.concatenate([(block / scale[:, None]).astype(np.float16),
+                                                    scale.astype(np.float32).view(np.float16).reshape(-1, 2)], 1))
+    return True
+
+
+def n_shards(n: int) -> int:
+    return (n + SHARD_ROWS - 1) // SHARD_ROWS
+
+
+def build(folder: str, expected: dict, n: int, rows: Callable[[int, int], Iterator[tuple[slice, np.ndarray]]],
+          progress: Callable[[int, int], None] | None = None) -> Features:
+    """Build (or resume) the cache in ``folder``: every missing shard is computed here (shards written
+    by other workers are kept), then the shards are copied into one memory-mapped file, never all in
+    memory, and the manifest records the checksums."""
+    begin(folder, expected, n)
+    manifest_path = os.path.join(folder, "manifest.json")
+    shards = [shard_path(folder, i) for i in range(n_shards(n))]
+    for i in range(len(shards)):
+        if write_shard(folder, i, n, rows) and progress:  # progress reports the rows computed here
+            progress(min((i + 1) * SHARD_ROWS, n), n)
     k = np.load(shards[0], mmap_mode="r").shape[1] - 2
     out_path, scale = os.path.join(folder, "features.npy"), np.empty(n, np.float32)
 

@@ -186,19 +186,37 @@ class FeatureStore:
         model = self.model(model_dir)
 
         def job(report: Progress, should_stop: Callable[[], bool]) -> Features:
-            fc = FeatureComputer(model, spec, self.device)
-            x, uids = self.task.data.train_x, [int(i) for i in self.task.data.train_idx]
-
-            def rows(a, b):
-                if should_stop():
-                    raise BuildStopped("nobody is waiting for this build any more; it resumes on the next request")
-                return ((slice(a + s.start, a + s.stop), p) for s, p in fc.iter_features(x[a:b], uids[a:b]))
-            feats = cache.build(folder, expected, len(uids), rows, report)
+            feats = cache.build(folder, expected, len(self.task.data.train_idx), self._rows(model, spec, should_stop),
+                                report)
             self.gram(feats)  # part of the build, so the first visitor after it does not wait for the kernel
             return feats
 
         self._features[folder] = BUILDS.run(folder, job, progress, left)
         return self._features[folder]
+
+    def _rows(self, model, spec: FeatureSpec, should_stop: Callable[[], bool] = lambda: False):
+        """``rows(a, b)`` for ``cache.build``: the features of training images a … b−1."""
+        fc = FeatureComputer(model, spec, self.device)
+        x, uids = self.task.data.train_x, [int(i) for i in self.task.data.train_idx]
+
+        def rows(a, b):
+            if should_stop():
+                raise BuildStopped("nobody is waiting for this build any more; it resumes on the next request")
+            return ((slice(a + s.start, a + s.stop), p) for s, p in fc.iter_features(x[a:b], uids[a:b]))
+        return rows
+
+    def open_shards(self, model_dir: str, output_fn: str, strategy: TimestepStrategy) -> int:
+        """Opens a feature build for workers on other processes or machines (``build_shard``); returns the
+        number of shards. ``gradients`` then merges them (and computes any that are missing)."""
+        spec = self.spec(output_fn, strategy)
+        cache.begin(self._folders(model_dir, spec)[1], self._expected(model_dir, spec), len(self.task.data.train_idx))
+        return cache.n_shards(len(self.task.data.train_idx))
+
+    def build_shard(self, model_dir: str, output_fn: str, strategy: TimestepStrategy, i: int) -> None:
+        """Computes shard i of a build opened by ``open_shards`` (one worker's part)."""
+        spec = self.spec(output_fn, strategy)
+        cache.write_shard(self._folders(model_dir, spec)[1], i, len(self.task.data.train_idx),
+                          self._rows(self.model(model_dir), spec))
 
     def estimate_seconds(self, models: list[str], output_fn: str, strategy: TimestepStrategy) -> float:
         """Build time of the missing sets, from a timed gradient chunk of this model on this machine."""

@@ -33,7 +33,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     everything = ["train", "features"] if args.data else ["train", "ensemble", "features", "lds", "counterfactual", "lesson"]
     stages = everything if args.stage == "all" else [args.stage]
-    used = {"subsets": {"lds"}, "until": {"lds"}, "method": {"features"}, "address": {"ensemble", "lds", "counterfactual"},
+    used = {"subsets": {"lds"}, "until": {"lds"}, "method": {"features"}, "address": {"features", "ensemble", "lds", "counterfactual"},
             "data": {"train"}, "resolution": {"train"}, "channels": {"train"}, "model": {"train"}}
     if args.model and not args.data:
         p.error("--model needs --data: the images the model was trained on")
@@ -67,7 +67,7 @@ def run_stages(args, stages: list[str], cfg) -> None:
                       resolution=args.resolution, channels=args.channels)
         elif stage == "features":
             from . import features
-            features.run(args.dataset, methods=args.method, device=args.device)
+            features.run(args.dataset, methods=args.method, device=args.device, engine=args.engine, address=args.address)
         elif stage == "lesson":
             from . import lesson
             lesson.run(args.dataset, device=args.device)

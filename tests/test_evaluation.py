@@ -165,6 +165,34 @@ def test_ray_and_local_engines_give_identical_models(tmp_path):
         assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+def test_feature_shards_built_on_ray_merge_into_the_same_cache_as_a_local_build(tmp_path, monkeypatch):
+    """``precompute features --engine ray``: one Ray job per shard of training images (a local 2-CPU
+    instance), merged into one manifest-checked cache with the same bytes as the in-process build."""
+    import json
+
+    import ray
+
+    from explorer.attribution.timesteps import TimestepStrategy
+    from explorer.engine import Engine
+    from precompute import features
+    monkeypatch.setenv("PRECOMPUTE_WORKERS", "2")
+    calls, run_jobs = [], features.run_jobs
+    monkeypatch.setattr(features, "run_jobs", lambda fn, jobs, *a, **k: calls.append(len(jobs)) or run_jobs(fn, jobs, *a, **k))
+    features.run("digits", methods=["dtrak"], S=[1], cache_dir=str(tmp_path / "local"))
+    assert calls == []  # in process
+    try:
+        features.run("digits", methods=["dtrak"], S=[1], engine="ray", cache_dir=str(tmp_path / "ray"))
+    finally:
+        ray.shutdown()
+    assert calls == [6]  # 1528 training images: 6 shards of 256, each one Ray job
+    manifests = [json.load(open(next((tmp_path / c).rglob("manifest.json")))) for c in ("local", "ray")]
+    assert manifests[0]["complete"] and manifests[0]["sha256"] == manifests[1]["sha256"]
+    assert manifests[0]["scale_sha256"] == manifests[1]["scale_sha256"]
+    assert not list((tmp_path / "ray").rglob("shard_*.npy"))  # merged, then removed
+    eng = Engine("digits", cache_dir=str(tmp_path / "ray"))
+    assert eng.ready("dtrak", TimestepStrategy("uniform", 1))
+
+
 def test_stored_benchmark_attribution_matches_a_live_one(digits_engine):
     """The UI's fast path for benchmark queries reads the LDS stage's scores: they equal a fresh computation."""
     from explorer.attribution.timesteps import TimestepStrategy

@@ -1,5 +1,7 @@
 """The explorer as people use it: callbacks in process, gradio_client against a launched server, and a
 real browser (Playwright driving Debian's Chromium). Nothing here writes outside temporary folders."""
+import json
+import os
 import threading
 import time
 
@@ -9,6 +11,7 @@ from PIL import Image
 
 import gradio as gr
 from conftest import page_at
+from explorer import ASSETS
 
 Q = dict(dataset="digits", seed=3, steps=50, bench_index=3, upload=None, invert=False)
 SETTINGS = dict(strategy="uniform", S=10, projection="exact", lam=None, k=8)
@@ -95,7 +98,8 @@ def test_compare_timesteps_and_evaluation_in_process():
     status, val, gen, scatter, explain, cf_gal, cf_table = ui.evaluation("digits", "dtrak", 10, 3)
     assert "D-TRAK" in {x for trace in val.data for x in trace.x}
     assert len(scatter.data[0].x) == 32 and "Each dot is one model retrained" in explain
-    assert len(cf_gal) == 8 * 4 and "| D-TRAK |" in cf_table
+    removals = json.load(open(os.path.join(ASSETS, "digits", "eval", "counterfactual.json")))["methods"]
+    assert len(cf_gal) == 8 * (1 + len(removals)) and "| D-TRAK |" in cf_table and "| NDA" in cf_table
     status, *_ = ui.evaluation("shapes", "dtrak", 10, 0)
     assert "No LDS results for shapes yet" in status["value"] and "python" not in status["value"]
 

@@ -16,7 +16,7 @@ outputs of the loss with *sampled* targets (y ~ N(ε_θ(x_t), I), so E[δδᵀ] 
 the weight gradient of one (image, timestep) example. The inverse applied to a gradient matrix V is
 Q_S [(Q_Sᵀ V Q_A) / (Λ + λ_l)] Q_Aᵀ, with λ_l = λ · mean(Λ_l) (damping relative to each layer's scale,
 so one λ grid fits every layer). Parameters outside Linear / Conv2d layers (group-norm scales and
-shifts: 0.5 % of the digits model) are left out of the score, as in kronfluence.
+shifts: 0.7 % of the digits model) are left out of the score, as in kronfluence.
 
 Because the preconditioner is symmetric, only the query's gradient is preconditioned; the training
 side is TRAK's stored L_Simple features (exact, or projected: then the preconditioned query gradient is

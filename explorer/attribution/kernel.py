@@ -39,6 +39,7 @@ class Features:
         self.scale = np.ones(self.n, np.float32) if scale is None else np.asarray(scale, np.float32)
         self.block = max(1, min(block, (1 << 26) // max(1, self.k)))
         self.dtype = np.float64 if rows.dtype == np.float64 else np.float32  # stored float16/32 → float32 blocks
+        self._norms = None
 
     def blocks(self):
         """(rows slice, float32 block of Φ); the whole matrix at once when it is small enough."""
@@ -84,7 +85,10 @@ class Features:
         return np.concatenate([b.astype(np.float64) @ v for _, b in self.blocks()])
 
     def norms(self) -> np.ndarray:
-        return np.concatenate([np.linalg.norm(b.astype(np.float64), axis=1) for _, b in self.blocks()])
+        """‖φ_i‖ (n,), computed once (cosine and renormalized scores ask for it on every query)."""
+        if self._norms is None:
+            self._norms = np.concatenate([np.linalg.norm(b.astype(np.float64), axis=1) for _, b in self.blocks()])
+        return self._norms
 
 
 def as_features(x: np.ndarray | Features) -> Features:
