@@ -28,10 +28,10 @@ def lds_bars(rows: list[dict], split: str, labels: dict[str, str]) -> go.Figure:
                     y=[100 * r["lds"] for r in sel],
                     error_y=dict(type="data", symmetric=False, array=[100 * (r["ci"][1] - r["lds"]) for r in sel],
                                  arrayminus=[100 * (r["lds"] - r["ci"][0]) for r in sel]))
-    fig.update_layout(barmode="group", yaxis_title="LDS (%)", legend=dict(orientation="h", y=1.02, x=1, xanchor="right"),
-                      xaxis_tickangle=-40)
-    fig = _layout(fig, f"LDS, {split} images", 420)
-    fig.update_layout(margin=dict(l=50, r=10, t=60, b=130))
+    fig.update_layout(barmode="group", yaxis_title="LDS (%)", xaxis_tickangle=-40,
+                      legend=dict(orientation="h", y=1.0, yanchor="bottom", x=1, xanchor="right"))  # above the bars
+    fig = _layout(fig, f"LDS, {split} images", 440)
+    fig.update_layout(margin=dict(l=50, r=10, t=90, b=130), title=dict(y=0.97, x=0.98, xanchor="right"))  # clear of the label
     return fig
 
 
