@@ -9,6 +9,7 @@ whose manifest does not match the model/data/spec it is asked for is refused wit
 naming the mismatch and the fix."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -147,11 +148,20 @@ def build(folder: str, expected: dict, n: int, rows: Callable[[int, int], Iterat
     by other workers are kept), then the shards are copied into one memory-mapped file, never all in
     memory, and the manifest records the checksums."""
     begin(folder, expected, n)
-    manifest_path = os.path.join(folder, "manifest.json")
     shards = [shard_path(folder, i) for i in range(n_shards(n))]
     for i in range(len(shards)):
         if write_shard(folder, i, n, rows) and progress:  # progress reports the rows computed here
             progress(min((i + 1) * SHARD_ROWS, n), n)
+    try:
+        return _merge(folder, expected, n, shards)
+    except FileNotFoundError:  # another process (the app, a precompute run) merged these shards first
+        return load(folder, expected)
+
+
+def _merge(folder: str, expected: dict, n: int, shards: list[str]) -> Features:
+    """The shards copied into one memory-mapped ``features.npy`` (+ ``scale.npy``), the manifest completed
+    with their checksums, the shards removed."""
+    manifest_path = os.path.join(folder, "manifest.json")
     k = np.load(shards[0], mmap_mode="r").shape[1] - 2
     out_path, scale = os.path.join(folder, "features.npy"), np.empty(n, np.float32)
 
@@ -169,7 +179,8 @@ def build(folder: str, expected: dict, n: int, rows: Callable[[int, int], Iterat
                                "sha256": file_sha256(out_path), "scale_sha256": file_sha256(os.path.join(folder, "scale.npy")),
                                "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
     for p in shards:
-        os.remove(p)
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(p)
     return load(folder, expected)
 
 

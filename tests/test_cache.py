@@ -71,3 +71,32 @@ def test_block_wise_features_equal_dense_math(monkeypatch):
     assert f.block == 7 and np.abs(f.gram() - dense @ dense.T).max() < 1e-4
     assert np.allclose(f.cross(q), q @ dense.T, rtol=1e-4, atol=1e-4)
     assert np.abs(f.outer() - dense.T @ dense).max() < 1e-4 and np.allclose(f.norms(), np.linalg.norm(dense, axis=1))
+
+
+def test_two_builders_of_one_cache_both_finish_with_the_same_features(tmp_path):
+    """The app's warm-up and a ``precompute features`` run (or a second server) may build the same set at
+    once: neither may fail when the other merges and removes the shards first."""
+    import threading
+    import time
+
+    data = np.random.default_rng(2).normal(size=(1300, 8)).astype(np.float32)
+    exp = {"weights_sha": "ccc", "spec": {"k": 8}}
+    folder, results, errors = str(tmp_path / "shared"), [], []
+
+    def slow_rows(delay):
+        def rows(a, b):
+            time.sleep(delay)
+            yield slice(a, b), data[a:b]
+        return rows
+
+    def builder(delay):
+        try:
+            results.append(cache.build(folder, exp, 1300, slow_rows(delay)).dense())
+        except Exception as e:  # noqa: BLE001 - the test reports it
+            errors.append(e)
+    threads = [threading.Thread(target=builder, args=(d,)) for d in (0.01, 0.05)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert not errors, errors
+    assert len(results) == 2 and np.array_equal(results[0], results[1])
+    assert np.allclose(results[0], data, rtol=2e-3)
