@@ -255,13 +255,23 @@ class FeatureStore:
 
     def residuals(self, model_dir: str, strategy: TimestepStrategy) -> np.ndarray:
         """Each training image's RMS residual ‖ε − ε_θ(x_t, t)‖/√d over the strategy's timesteps and the
-        features' seeded noise (DAS); forward passes only, kept in memory (seconds for digits at S = 100)."""
-        key = (model_dir, strategy.key)
+        features' seeded noise (DAS); forward passes only (seconds for digits at S = 100)."""
+        from .attribution.das import residual_sizes
+        return self._fitted("das", residual_sizes, model_dir, strategy)
+
+    def ekfac(self, model_dir: str, strategy: TimestepStrategy) -> list:
+        """The model's EK-FAC factors over the training set at the strategy's timesteps (EK-FAC influence)."""
+        from .attribution.ekfac import fit_ekfac
+        return self._fitted("ekfac", fit_ekfac, model_dir, strategy)
+
+    def _fitted(self, name: str, fit: Callable, model_dir: str, strategy: TimestepStrategy):
+        """``fit(model, training images, their uids, strategy, seed)``, once per (name, model, timesteps);
+        kept in memory for the life of the engine."""
+        key = (name, model_dir, strategy.key)
         if key not in self._fits:
-            from .attribution.das import residual_sizes
             data = self.task.data
-            self._fits[key] = residual_sizes(self.model(model_dir), data.train_x,
-                                                  [int(u) for u in data.train_idx], strategy, self.seed)
+            self._fits[key] = fit(self.model(model_dir), data.train_x, [int(u) for u in data.train_idx], strategy,
+                                  self.seed)
         return self._fits[key]
 
     # ---- query features ----
