@@ -239,7 +239,7 @@ def _compute(dataset, source, seed, steps, bench_index, upload, invert, method, 
     if m.generated_only and source != "generate" and not (
             source == "benchmark" and eng.results.has_queries and eng.results.split_of(int(bench_index))[0] == "generated"):
         raise Problem(f"{m.label} follows a generated image's sampling path: pick a generated image.")
-    if getattr(m, "representation", None) == "embedding" and eng.task.classifier is None:
+    if m.needs_classifier and eng.task.classifier is None:
         raise Problem(f"{m.label} needs a classifier, and this model's images have no class labels.")
     q = make_query(dataset, source, seed, steps, bench_index, upload, invert, trajectory=m.generated_only)
     res = None

@@ -69,6 +69,9 @@ def test_a_folder_becomes_a_model_the_app_lists_after_a_restart(own_env):
                             api_name="/attribute")
             assert isinstance(out[2], str), out[0]
             assert reading in out[2] and len(out[3]["value"]) == 8
+        out = c.predict("flat", "generate", 0, 20, 0, None, False, "embedding-cos", "uniform", 10, "exact", None, 8,
+                        api_name="/attribute")  # the one method that needs a classifier says so
+        assert "needs a classifier" in out[0]["value"], out[0]
     finally:
         proc.terminate()
         proc.wait(10)

@@ -96,6 +96,11 @@ class Method:
     def generated_only(self) -> bool:
         return False
 
+    @property
+    def needs_classifier(self) -> bool:
+        """True when the method reads the shipped classifier (models of unlabelled folders have none)."""
+        return False
+
     def feature_key(self) -> tuple:
         """Methods with equal keys share training features and kernels."""
         return ("grad", self.output_fn, self.models)
@@ -141,6 +146,10 @@ class SimilarityMethod(Method):
     @property
     def uses_gradients(self) -> bool:
         return False
+
+    @property
+    def needs_classifier(self) -> bool:
+        return self.representation == "embedding"
 
     def feature_key(self) -> tuple:
         return (self.representation,)
