@@ -560,8 +560,9 @@ random images (large $L_2$, low cosine).
 """
 LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}]
 HOWTO = ("New to data attribution? Start with the **Lesson** tab. **1.** Pick a query: a benchmark image, a "
-         "generated seed, or your own upload. **2.** Pick a method (D-TRAK is the paper's). **3.** Read the training images that most raised (proponents) or lowered "
-         "(opponents) the model's output; the *Evaluation* tab says how far each method can be trusted.")
+         "generated seed, or your own upload. **2.** Pick a method (D-TRAK is the paper's). **3.** Read the training "
+         "images that most raised (proponents) or lowered (opponents) the model's output; the *Evaluation* tab says "
+         "how far each method can be trusted.")
 CSS = """
 .gallery-item img, #query-img img, #big img, .thumbnail-item img { image-rendering: pixelated; }
 #status, #cmp-status, #t-status, #ev-status { border-left: 4px solid #f59e0b; padding-left: 8px; }

@@ -26,27 +26,22 @@ import numpy as np
 import torch
 
 from .methods import Method
-from .timesteps import TimestepStrategy, seeded_noise
+from .timesteps import TimestepStrategy, noised_pairs
 
 
 def residual_sizes(model: torch.nn.Module, x: torch.Tensor, uids: list[int], strategy: TimestepStrategy,
                    seed: int = 0, batch: int = 1024) -> np.ndarray:
     """r_i = (1/S) Σ_s ‖ε_s − ε_θ(x_{i,t_s}, t_s)‖ / √d for images x (n, C, H, W), with the seeded
     noise ε(seed, uid_i, t_s) the gradient features use (no gradients)."""
-    from ..models import add_noise, alphas_cumprod, model_lock
-    ts = [int(t) for t in strategy.timesteps()]
-    abar, d = alphas_cumprod(), x[0].numel()
+    from ..models import model_lock
+    ts, d = [int(t) for t in strategy.timesteps()], x[0].numel()
     out = np.zeros(len(x))
     per = max(1, batch // len(ts))
     for a in range(0, len(x), per):
-        xb, ub = x[a:a + per], uids[a:a + per]
-        eps = seeded_noise(ub, ts, tuple(x.shape[1:]), seed)  # (b, S, C, H, W)
-        t = torch.tensor(ts).repeat(len(xb))
-        flat_eps = eps.reshape(-1, *x.shape[1:])
-        xt = add_noise(xb[:, None].expand_as(eps).reshape(-1, *x.shape[1:]), flat_eps, t, abar)
+        xt, eps, t = noised_pairs(x[a:a + per], uids[a:a + per], ts, seed)
         with torch.no_grad(), model_lock(model):
             pred = model(xt, t).sample
-        err = (flat_eps - pred).reshape(len(xb), len(ts), -1).norm(dim=-1) / d ** 0.5
+        err = (eps - pred).reshape(len(x[a:a + per]), len(ts), -1).norm(dim=-1) / d ** 0.5
         out[a:a + per] = err.mean(1).double().numpy()
     return out
 

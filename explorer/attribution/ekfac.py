@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from .methods import Method
-from .timesteps import TimestepStrategy, seeded_noise
+from .timesteps import TimestepStrategy, noised_pairs
 
 # the first convolution's input (the noised image) needs no gradient; its output gradient is all we use
 warnings.filterwarnings("ignore", "Full backward hook is firing when gradients are computed with respect to module")
@@ -82,23 +82,19 @@ def _sampled_passes(model, x, uids, strategy: TimestepStrategy, seed: int, draw:
     """Forward + backward of the loss with sampled targets for every (image, timestep), noised with the
     features' seeded ε (``seed``); the targets' draw ``draw`` is seeded on its own. ``on_batch(acts,
     grads)`` receives each layer's (N, P, in+1) inputs and (N, P, out) output gradients."""
-    from ..models import add_noise, alphas_cumprod, model_lock
+    from ..models import model_lock
     layers, acts, grads = _layers(model), {}, {}
     hooks = []
     for name, m in layers.items():
         hooks.append(m.register_forward_hook(lambda mod, inp, out, n=name: acts.__setitem__(n, inp[0].detach())))
         hooks.append(m.register_full_backward_hook(lambda mod, gi, go, n=name: grads.__setitem__(n, go[0].detach())))
-    ts, abar = [int(t) for t in strategy.timesteps()], alphas_cumprod()
+    ts = [int(t) for t in strategy.timesteps()]
     per = max(1, batch // len(ts))
     gen = torch.Generator().manual_seed(7919 * (seed + 1) + draw)  # the sampled targets' own seed
     try:
         with model_lock(model):
             for a in range(0, len(x), per):
-                xb = x[a:a + per]
-                eps = seeded_noise(uids[a:a + per], ts, tuple(x.shape[1:]), seed).reshape(-1, *x.shape[1:])
-                t = torch.tensor(ts).repeat(len(xb))
-                xt = add_noise(xb[:, None].expand(len(xb), len(ts), *x.shape[1:]).reshape(-1, *x.shape[1:]), eps,
-                               t, abar)
+                xt, _, t = noised_pairs(x[a:a + per], uids[a:a + per], ts, seed)
                 model.zero_grad(set_to_none=True)
                 pred = model(xt, t).sample
                 target = pred.detach() + torch.randn(pred.shape, generator=gen)

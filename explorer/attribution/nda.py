@@ -24,7 +24,7 @@ import torch
 
 from .kernel import Features
 from .methods import Method
-from .timesteps import seeded_noise
+from .timesteps import noised_pairs
 
 
 def posterior_weights(train: np.ndarray, xt: np.ndarray, abar: float) -> np.ndarray:
@@ -54,13 +54,9 @@ class DenoiserMethod(Method):
 
     def query_features(self, store, queries, strategy, noise_seed=None) -> list[np.ndarray]:
         """(m, S·d + S): each query noised at every timestep with the engine's seeded noise, then ᾱ_t."""
-        from ..models import add_noise, alphas_cumprod
-        ts = [int(t) for t in strategy.timesteps()]
-        abar = alphas_cumprod()
-        x0 = torch.stack([q.x for q in queries])
-        eps = seeded_noise([q.uid for q in queries], ts, tuple(x0.shape[1:]), store.seed)
-        xt = add_noise(x0[:, None].expand_as(eps).reshape(-1, *x0.shape[1:]), eps.reshape(-1, *x0.shape[1:]),
-                       torch.tensor(ts).repeat(len(queries)), abar)
+        from ..models import alphas_cumprod
+        ts, abar = [int(t) for t in strategy.timesteps()], alphas_cumprod()
+        xt, _, _ = noised_pairs(torch.stack([q.x for q in queries]), [q.uid for q in queries], ts, store.seed)
         flat = xt.reshape(len(queries), -1).numpy().astype(np.float64)
         return [np.concatenate([flat, np.tile(abar[ts].numpy().astype(np.float64), (len(queries), 1))], 1)]
 
