@@ -54,7 +54,7 @@ UNET_CONFIGS = {
     "shapes": UNetConfig(sample_size=16, in_channels=3, out_channels=3, block_out_channels=(16, 32, 32),
                          down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
                          up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D")),
-    # 32×32 RGB icons (explorer/icons.py): one level more than shapes, attention at 8×8; not trained yet
+    # 32×32 RGB icons (explorer/icons.py): one level more than shapes, attention at 8×8
     "icons": UNetConfig(sample_size=32, in_channels=3, out_channels=3, block_out_channels=(32, 64, 64),
                         down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
                         up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"), attention_head_dim=32),
@@ -62,7 +62,7 @@ UNET_CONFIGS = {
 TRAIN_CONFIGS = {
     "digits": TrainConfig(epochs=200),
     "shapes": TrainConfig(epochs=80),
-    "icons": TrainConfig(epochs=400),
+    "icons": TrainConfig(epochs=300),
 }
 
 
@@ -146,11 +146,16 @@ def lr_lambda(total_steps: int, warmup_fraction: float) -> Callable[[int], float
 
 
 def train(model: UNet2DModel, x: torch.Tensor, cfg: TrainConfig, device: str = "cpu",
-          on_checkpoint: Callable[[int, UNet2DModel], None] | None = None, progress: bool = False) -> list[float]:
+          on_checkpoint: Callable[[int, UNet2DModel], None] | None = None, progress: bool = False,
+          state_file: str | None = None, state_every: int = 10) -> list[float]:
     """Train ``model`` on images ``x`` (N, C, H, W) in [-1, 1] with L_Simple; returns per-epoch mean
     losses. Shuffling, timesteps and noise come from one generator seeded with ``cfg.seed``, so the
     same seed gives identical weights on CPU. ``on_checkpoint(epoch, model)`` is called at
-    ``cfg.n_checkpoints`` evenly spaced epochs (the last one is the final model)."""
+    ``cfg.n_checkpoints`` evenly spaced epochs (the last one is the final model).
+
+    With ``state_file`` the whole training state (weights, optimiser, schedule, generators, losses) is
+    written there every ``state_every`` epochs (atomically) and a run resumes from it: a resumed run
+    ends with the same weights as an uninterrupted one. The caller removes the file when done."""
     from tqdm.auto import tqdm
 
     model.to(device).train()
@@ -162,8 +167,17 @@ def train(model: UNet2DModel, x: torch.Tensor, cfg: TrainConfig, device: str = "
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.epochs * steps_per_epoch, cfg.warmup_fraction))
     ckpt_epochs = {round(cfg.epochs * (i + 1) / cfg.n_checkpoints) for i in range(cfg.n_checkpoints)} if cfg.n_checkpoints else set()
-    losses = []
-    for epoch in tqdm(range(1, cfg.epochs + 1), disable=not progress, desc="train"):
+    losses, start = [], 1
+    if state_file and os.path.exists(state_file):
+        state = torch.load(state_file, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        gen.set_state(state["gen"])
+        torch.set_rng_state(state["torch"])
+        losses, start = state["losses"], len(state["losses"]) + 1
+    for epoch in tqdm(range(start, cfg.epochs + 1), initial=start - 1, total=cfg.epochs,
+                      disable=not progress, desc="train"):
         perm = torch.randperm(n, generator=gen)
         total = 0.0
         for s in range(steps_per_epoch):
@@ -182,6 +196,10 @@ def train(model: UNet2DModel, x: torch.Tensor, cfg: TrainConfig, device: str = "
         losses.append(total / n)
         if epoch in ckpt_epochs and on_checkpoint is not None:
             on_checkpoint(epoch, model)
+        if state_file and epoch % state_every == 0 and epoch < cfg.epochs:
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                        "gen": gen.get_state(), "torch": torch.get_rng_state(), "losses": losses}, state_file + ".tmp")
+            os.replace(state_file + ".tmp", state_file)
     model.eval()
     return losses
 

@@ -46,10 +46,16 @@ def run(dataset: str, epochs: int | None = None, seed: int = 0, device: str = "c
         if epoch < cfg.epochs:
             save_model(m, os.path.join(paths.checkpoints, f"epoch_{epoch:04d}"))
 
+    state_file = os.path.join(paths.base, f"train_state_{recipe}.pt")  # resume point; removed when done
+    if os.path.exists(state_file):
+        print(f"{paths.dataset}: resuming the interrupted training run")
     t0 = time.time()
-    losses = train(model, ds.train_x, cfg, device=device, on_checkpoint=on_checkpoint, progress=True)
+    losses = train(model, ds.train_x, cfg, device=device, on_checkpoint=on_checkpoint, progress=True,
+                   state_file=state_file)
     train_s = time.time() - t0
     save_model(model.cpu(), paths.model)
+    if os.path.exists(state_file):
+        os.remove(state_file)
 
     t0 = time.time()
     samples = ddim_sample(model, list(range(n_samples)), device=device)

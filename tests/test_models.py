@@ -1,3 +1,4 @@
+import os
 import pytest
 import torch
 from torch.func import functional_call, grad, vmap
@@ -45,6 +46,32 @@ def test_short_training_lowers_loss_and_is_deterministic():
     m2 = make_unet(_cfg(), seed=0)
     train(m2, x, cfg)
     for (k, a), (_, b) in zip(m1.state_dict().items(), m2.state_dict().items()):
+        assert torch.equal(a, b), k
+
+
+def test_an_interrupted_training_run_resumes_to_the_same_weights(tmp_path):
+    """Stop after the state written at epoch 2 of 4 (the interruption), resume from the state file:
+    same weights and losses as one uninterrupted run."""
+    from explorer.data import load_digits
+    x = load_digits().train_x[:128]
+    cfg, state = TrainConfig(epochs=4, batch_size=64, n_checkpoints=0), str(tmp_path / "state.pt")
+    whole = make_unet(_cfg(), seed=0)
+    ref = train(whole, x, cfg)
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_at_3(epoch, m):
+        if epoch == 3:
+            raise Interrupt
+    with pytest.raises(Interrupt):  # killed during epoch 3, after epoch 2's state was written
+        train(make_unet(_cfg(), seed=0), x, TrainConfig(**{**cfg.__dict__, "n_checkpoints": 4}), state_file=state,
+              state_every=2, on_checkpoint=stop_at_3)
+    assert torch.load(state, weights_only=False)["losses"] == pytest.approx(ref[:2], rel=1e-6)
+    resumed = make_unet(_cfg(), seed=1)  # other initial weights: all of them must come from the state
+    losses = train(resumed, x, cfg, state_file=state, state_every=2)
+    assert losses == pytest.approx(ref, rel=1e-6)
+    for (k, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), k
 
 
