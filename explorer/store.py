@@ -97,13 +97,14 @@ def default_projection(n: int, dim: int) -> tuple[str, int]:
 
 
 def parse_projection(name: str) -> tuple[str, int]:
-    """A projection's name (``exact``, ``countsketch4096``) → (projector, k), the inverse of
+    """A projection's name (``exact``, ``countsketch4096``, ``factorized4096``) → (projector, k), the inverse of
     ``FeatureStore.projection``."""
     if name == "exact":
         return "exact", 0
-    if name.startswith("countsketch") and name.removeprefix("countsketch").isdigit():
-        return "countsketch", int(name.removeprefix("countsketch"))
-    raise ValueError(f"unknown projection {name!r}: use 'exact' or 'countsketch<k>'")
+    for projector in ("countsketch", "factorized"):
+        if name.startswith(projector) and name.removeprefix(projector).isdigit():
+            return projector, int(name.removeprefix(projector))
+    raise ValueError(f"unknown projection {name!r}: use 'exact', 'countsketch<k>' or 'factorized<k>'")
 
 
 class FeatureStore:

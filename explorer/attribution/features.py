@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from .gradients import GradientComputer
+from .factorized import FactorizedProjector
 from .projectors import Projector, make_projector
 from .timesteps import TimestepStrategy, seeded_noise
 
@@ -21,7 +22,7 @@ class FeatureSpec:
     """Everything that determines a gradient feature set (the cache key)."""
     output_fn: str = "square"
     strategy: TimestepStrategy = TimestepStrategy()
-    projector: str = "countsketch"  # countsketch | gaussian | exact (no projection)
+    projector: str = "countsketch"  # countsketch | gaussian | factorized | exact (no projection)
     k: int = 1024  # ignored by ``exact``
     seed: int = 0  # noise seed; the sketch's seed is (seed, k) mixed
 
@@ -50,8 +51,19 @@ class FeatureComputer:
         self.spec = spec
         self.noise_seed = spec.seed if noise_seed is None else noise_seed  # other seeds: the method's own noise
         self.grads = GradientComputer(model, spec.output_fn, param_names, device)
-        self.projector: Projector = make_projector(spec.projector, self.grads.dim, spec.k, spec.seed, device)
+        if spec.projector == FactorizedProjector.name:
+            if param_names is not None:
+                raise ValueError("the factorized projection covers all of a model's parameters, not a subset")
+            self.projector: Projector = FactorizedProjector(self.grads.model, spec.k, spec.seed, device)
+        else:
+            self.projector = make_projector(spec.projector, self.grads.dim, spec.k, spec.seed, device)
         self.ts = torch.tensor(spec.strategy.timesteps())
+
+    def project(self, x0s: torch.Tensor, eps: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
+        """φ of one chunk: the factorized route never forms per-sample gradients; the others project them."""
+        if isinstance(self.projector, FactorizedProjector):
+            return self.projector.features(self.grads, x0s, eps, ts)
+        return self.projector(self.grads.parts(x0s, eps, ts))
 
     def noise(self, uids: list[int], shape: tuple) -> torch.Tensor:
         return seeded_noise(uids, self.ts.tolist(), shape, self.noise_seed)
@@ -59,8 +71,11 @@ class FeatureComputer:
     def iter_features(self, x: torch.Tensor, uids: list[int]) -> Iterator[tuple[slice, np.ndarray]]:
         """Yields (rows, φ rows as float32) for images x (N, C, H, W) with noise uids."""
         eps = self.noise(uids, tuple(x.shape[1:]))
-        for rows, g in self.grads.chunks(x, eps, self.ts):
-            yield rows, self.projector(g).cpu().numpy()
+        S = len(self.ts)  # the factorized route holds activations only, no per-sample gradients
+        chunk = max(1, self.grads.max_inputs // S) if self.projector.name == "factorized" else self.grads.chunk_size(S)
+        for i in range(0, x.shape[0], chunk):
+            rows = slice(i, min(i + chunk, x.shape[0]))
+            yield rows, self.project(x[rows], eps[rows], self.ts).cpu().numpy()
 
     def __call__(self, x: torch.Tensor, uids: list[int]) -> np.ndarray:
         out = np.empty((x.shape[0], self.projector.k), np.float32)
@@ -72,8 +87,7 @@ class FeatureComputer:
         """Journey-TRAK query feature: x0_traj (steps, C, H, W) are the DDIM x̂₀ predictions at
         ``timesteps``; each is re-noised with fresh seeded noise, gradients averaged, projected."""
         eps = seeded_noise([uid], timesteps.tolist(), tuple(x0_traj.shape[1:]), self.noise_seed + 1)
-        g = self.grads.parts(x0_traj.unsqueeze(0), eps, timesteps.long())
-        return self.projector(g).cpu().numpy()
+        return self.project(x0_traj.unsqueeze(0), eps, timesteps.long()).cpu().numpy()
 
 
 def pixel_features(x: torch.Tensor) -> np.ndarray:
