@@ -1,7 +1,8 @@
 """How faithful is each projection to the method itself? For TRAK and D-TRAK at S = 10 on the 200
 digits benchmark queries, against the exact (unprojected, 176,849-dimensional) kernel:
 
-- CountSketch k ∈ {512 … 32768} × 3 independent sketch seeds: LDS (validation, generated; λ tuned on
+- CountSketch k ∈ {512 … 32768} and the factorized (LoGra-style, P_out ⊗ P_in per layer) projection
+  × 3 independent sketch seeds: LDS (validation, generated; λ tuned on
   subsets 0–31, reported on 32–63), mean per-query Spearman and top-10 overlap with the exact scores
   (at the exact method's λ), seconds to project the training set, bytes of the training features;
 - the exact kernel itself under other noise seeds (training and query noise redrawn): the method's
@@ -21,6 +22,7 @@ import torch
 from benchmarks.common import report
 from explorer.attribution.kernel import Features, Kernel
 from explorer.attribution.methods import get_method
+from explorer.attribution.factorized import FactorizedProjector
 from explorer.attribution.projectors import CountSketchProjector
 from explorer.attribution.timesteps import TimestepStrategy
 from explorer.compare import overlap_at_k
@@ -55,6 +57,7 @@ def main():
     a.add_argument("--k", type=int, nargs="+", default=[512, 1024, 2048, 4096, 8192, 16384, 32768])
     a.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     a.add_argument("--noise-seeds", type=int, nargs="+", default=[1, 2])
+    a.add_argument("--projectors", nargs="+", default=["countsketch", "factorized"])
     a.add_argument("--out")
     args = a.parse_args()
     eng = Engine("digits", projector="exact")
@@ -84,21 +87,22 @@ def main():
         if (name, "exact", 0) not in done:
             add({"method": name, "projection": "exact", "seed": 0, "bytes": 2 * train.n * train.k,
                  "spearman": 1.0, "top10": 1.0, **exact_lds})
-        for k in args.k:
-            for seed in args.seeds:
-                if (name, f"countsketch{k}", seed) in done:
-                    continue
-                proj = CountSketchProjector(train.k, k, seed)
-                t = time.perf_counter()
-                phi = np.concatenate([proj(torch.from_numpy(b)).numpy() for _, b in train.blocks()])
-                seconds = time.perf_counter() - t
-                q = proj(torch.from_numpy(query)).numpy()
-                kern = Kernel(Features(phi))
-                fn = lambda l: kern.scores(q, l)  # noqa: E731
-                sp, top = zip(*[agreement(fn(lam[s])[cols[s]], exact[s]) for s in SPLITS])
-                add({"method": name, "projection": f"countsketch{k}", "seed": seed, "bytes": 2 * len(phi) * k,
-                     "project_seconds": seconds, "spearman": float(np.mean(sp)), "top10": float(np.mean(top)),
-                     **lds_row(fn, masks, outputs, cols)})
+        for k, seed, kind in [(k, s, p) for p in args.projectors for k in args.k for s in args.seeds]:
+            if (name, f"{kind}{k}", seed) in done:
+                continue
+            # the factorized projection applied to the exact gradients equals the hooked route (tests/test_factorized.py)
+            proj = (CountSketchProjector(train.k, k, seed) if kind == "countsketch"
+                    else FactorizedProjector(eng.task.model, k, seed))
+            t = time.perf_counter()
+            phi = np.concatenate([proj(torch.from_numpy(b)).numpy() for _, b in train.blocks()])
+            seconds = time.perf_counter() - t
+            q = proj(torch.from_numpy(query)).numpy()
+            kern = Kernel(Features(phi))
+            fn = lambda l: kern.scores(q, l)  # noqa: E731
+            sp, top = zip(*[agreement(fn(lam[s])[cols[s]], exact[s]) for s in SPLITS])
+            add({"method": name, "projection": f"{kind}{k}", "seed": seed, "bytes": 2 * len(phi) * k,
+                 "project_seconds": seconds, "spearman": float(np.mean(sp)), "top10": float(np.mean(top)),
+                 **lds_row(fn, masks, outputs, cols)})
         for noise in args.noise_seeds:  # the method's own noise: redraw training and query noise
             if (name, "exact", noise) in done:
                 continue

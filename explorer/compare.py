@@ -15,6 +15,11 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(spearmanr(a, b).statistic)
 
 
-def class_mix(labels: np.ndarray, indices: np.ndarray, n_classes: int) -> np.ndarray:
-    """Counts of each class among the given training indices."""
-    return np.bincount(labels[indices], minlength=n_classes)
+def class_mix(labels: np.ndarray, indices: np.ndarray, n_classes: int, groups: np.ndarray | None = None,
+              n_groups: int = 1) -> np.ndarray:
+    """Counts of each class among the given training indices; with ``groups`` (a group id per training
+    image, e.g. the artist's style) a (n_groups, n_classes) table."""
+    if groups is None:
+        return np.bincount(labels[indices], minlength=n_classes)
+    return np.bincount(groups[indices] * n_classes + labels[indices], minlength=n_groups * n_classes
+                       ).reshape(n_groups, n_classes)

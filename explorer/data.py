@@ -61,6 +61,15 @@ class Dataset:
     def val_labels(self) -> torch.Tensor:
         return self.labels[torch.as_tensor(self.val_idx)]
 
+    @cached_property
+    def train_styles(self) -> tuple[np.ndarray, list[str]] | None:
+        """(style id per training image, style names) when ``meta["style"]`` names each image's artist."""
+        if "style" not in self.meta:
+            return None
+        names = sorted(set(self.meta["style"]))
+        ids = np.array([names.index(s) for s in self.meta["style"]])[self.train_idx]
+        return ids, names
+
     def fingerprint(self) -> str:
         """Hash of the training images and split: caches built on other data are refused."""
         import hashlib
@@ -227,6 +236,14 @@ def load_icons() -> Dataset:
 
 
 EMBEDDED = {"digits": load_digits, "shapes": load_shapes, "icons": load_icons}
+
+
+def data_missing(name: str) -> str | None:
+    """Why the embedded dataset ``name`` cannot be opened on this machine (icons: themes not installed), or None."""
+    if name != "icons":
+        return None
+    from .icons import missing_themes
+    return missing_themes()
 
 
 def load_dataset(name_or_path: str, resolution: int | None = None, channels: int | None = None) -> Dataset:

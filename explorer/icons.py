@@ -39,6 +39,13 @@ def icon_tensor(path: str, size: int = 32) -> torch.Tensor:
     return torch.from_numpy(np.asarray(img, np.float32).transpose(2, 0, 1) / 127.5 - 1.0)
 
 
+def missing_themes(root: str | None = None) -> str | None:
+    """What to install when a theme's 32×32 folder is absent (for the server's log and the CLI), else None."""
+    root = root or ICON_ROOT
+    absent = [t for t, sub in THEMES.items() if not os.path.isdir(os.path.join(root, sub.format(size=32)))]
+    return f"the icons dataset needs the {' and '.join(absent)} icon theme(s): {INSTALL}" if absent else None
+
+
 def icon_files(root: str = ICON_ROOT) -> list[tuple[str, str, str]]:
     """(theme, category, path) of every unique 32×32 icon, sorted (stable dataset indices)."""
     out, seen = [], set()
@@ -66,12 +73,10 @@ def icon_files(root: str = ICON_ROOT) -> list[tuple[str, str, str]]:
 def load_icons(root: str = ICON_ROOT, val_fraction: float = 0.15, seed: int = 0):
     """The icons ``Dataset``; FileNotFoundError naming the packages to install when they are absent."""
     from .data import Dataset, stratified_split
+    if why := missing_themes(root):
+        raise FileNotFoundError(f"{why} (looked under {root})")
     files = icon_files(root)
     themes = sorted({t for t, _, _ in files})
-    if themes != sorted(THEMES):
-        missing = sorted(set(THEMES) - set(themes))
-        raise FileNotFoundError(f"the icons dataset needs the {' and '.join(missing)} icon theme(s) under {root}: "
-                                f"{INSTALL}")
     classes = sorted({c for _, c, _ in files})
     labels = torch.tensor([classes.index(c) for _, c, _ in files])
     strata = np.array([classes.index(c) * len(THEMES) + themes.index(t) for t, c, _ in files])

@@ -12,6 +12,7 @@ import torch
 from .attribution.methods import get_method
 
 DUPLICATE_METHODS = ("dtrak", "trak", "nda")
+KNOWN_METHODS = ("pixel-cos", "embedding-cos", "trak", "dtrak", "nda")  # icons: the 48×48 drawings
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,16 @@ def score_histogram(scores: np.ndarray, title: str = "Scores over the training s
     return _layout(go.Figure(go.Histogram(x=scores, nbinsx=60, marker_color="#4c78a8")), title)
 
 
-def class_mix(counts: np.ndarray, classes: list[str], title: str) -> go.Figure:
-    return _layout(go.Figure(go.Bar(x=classes, y=counts, marker_color="#f58518")), title)
+def class_mix(counts: np.ndarray, classes: list[str], title: str, groups: list[str] | None = None) -> go.Figure:
+    """Bars per class; with ``groups`` (counts of shape (groups, classes)) stacked by group."""
+    if groups is None:
+        return _layout(go.Figure(go.Bar(x=classes, y=counts, marker_color="#f58518")), title)
+    fig = go.Figure([go.Bar(name=g, x=classes, y=c, marker_color=color)
+                     for g, c, color in zip(groups, counts, ("#f58518", "#4c78a8", "#54a24b", "#b279a2"))])
+    fig.update_layout(barmode="stack", legend=dict(orientation="h", y=1.0, yanchor="bottom", x=1, xanchor="right"))
+    fig = _layout(fig, title, 300)
+    fig.update_layout(margin=dict(l=40, r=10, t=70, b=40))
+    return fig
 
 
 def lds_bars(rows: list[dict], split: str, labels: dict[str, str]) -> go.Figure:

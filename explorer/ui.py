@@ -23,7 +23,7 @@ from .attribution.outputs import OUTPUT_FUNCTIONS
 from .attribution.timesteps import T, TimestepStrategy
 from .cache import CacheError
 from .compare import class_mix, overlap_at_k, spearman
-from .data import ImageError, open_image
+from .data import ImageError, data_missing, open_image
 from .engine import TIMESTEP_PROJECTION, Attribution, Engine
 from .evaluation.results import s_key
 from .images import labelled, png_file
@@ -49,8 +49,21 @@ def _png(x, scale: int = 1) -> str:
     return png_file(x, scale, os.path.join(CACHE, "png"))
 
 
-def available_datasets() -> list[str]:
+def _trained() -> list[str]:
     return sorted(d for d in os.listdir(ASSETS) if os.path.exists(os.path.join(ASSETS, d, "model", "config.json")))
+
+
+def available_datasets() -> list[str]:
+    """Trained models whose training images this machine has (the icons are read from installed themes)."""
+    return [d for d in _trained() if data_missing(d) is None]
+
+
+def unavailable_note() -> str:
+    """One line for the page about trained models whose images are not on this server, or ''."""
+    missing = [d for d in _trained() if data_missing(d) is not None]
+    return (f"The {' and '.join(missing)} model{'s are' if len(missing) > 1 else ' is'} not offered here: "
+            f"{'their' if len(missing) > 1 else 'its'} training images are not installed on this server."
+            if missing else "")
 
 
 @lru_cache(maxsize=8)
@@ -276,11 +289,25 @@ def attribute(dataset, source, seed, steps, bench_index, upload, invert, method,
             gr.update(value=gallery(eng, top.proponents[0], top.proponent_scores[0]), label="Top proponents"),
             gr.update(value=gallery(eng, top.opponents[0], top.opponent_scores[0]), label=m.opponents),
             plots.score_histogram(res.scores),
-            plots.class_mix(class_mix(labels, top.proponents[0], len(eng.data.classes)), eng.data.classes,
-                            f"Classes of the top {int(k)} proponents"),
+            mix_plot(eng, top.proponents[0]),
             {"pro": top.proponents[0].tolist(), "opp": top.opponents[0].tolist(),
              "pro_scores": top.proponent_scores[0].tolist(), "dataset": dataset},
             gr.update(), gr.update(visible=False)]
+
+
+def mix_plot(eng: Engine, top: np.ndarray):
+    """Classes of the top proponents; stacked by artist's style when the dataset records one (icons)."""
+    labels, classes = eng.data.train_labels.numpy(), eng.data.classes
+    if eng.data.train_styles is None:
+        return plots.class_mix(class_mix(labels, top, len(classes)), classes, f"Classes of the top {len(top)} proponents")
+    ids, names = eng.data.train_styles
+    counts = class_mix(labels, top, len(classes), ids, len(names))
+    everyone = np.bincount(ids, minlength=len(names)) / len(ids)
+    names = [n.capitalize() for n in names]
+    shares = " · ".join(f"{n} {c}" for n, c in zip(names, counts.sum(1)))
+    base = " · ".join(f"{n} {100 * f:.0f} %" for n, f in zip(names, everyone))
+    return plots.class_mix(counts, classes, f"Top {len(top)}: {shares}<br><sup>all training images: {base}</sup>",
+                           names)
 
 
 def stability(dataset, source, seed, steps, bench_index, upload, invert, method, strategy, S, projection, lam, k,
@@ -572,6 +599,8 @@ CSS = """
 
 def build_app(default_dataset: str | None = None, warm: bool = True) -> gr.Blocks:
     datasets = available_datasets()
+    for d in set(_trained()) - set(datasets):
+        log.warning("the %s model is not listed: %s", d, data_missing(d))
     default = default_dataset or ("digits" if "digits" in datasets else datasets[0])
     if warm:
         warm_up(default)
@@ -584,7 +613,7 @@ def build_app(default_dataset: str | None = None, warm: bool = True) -> gr.Block
         upload_path = gr.File(None, type="filepath", visible=False, label="Upload (image file)")
         with gr.Row():
             with gr.Column(scale=1, min_width=260):
-                dataset = gr.Dropdown(datasets, value=default, label="Model")
+                dataset = gr.Dropdown(datasets, value=default, label="Model", info=unavailable_note() or None)
                 first = first_source(default)
                 source = gr.Radio([("Benchmark image", "benchmark"), ("Generate", "generate"), ("Upload", "upload")],
                                   value=first, label="Query", elem_id="source")
@@ -629,7 +658,8 @@ def build_app(default_dataset: str | None = None, warm: bool = True) -> gr.Block
                         gr.Markdown("*What am I looking at?* The histogram counts training images by score: most "
                                     "sit near 0 (no influence); the proponents are the far right tail, the opponents "
                                     "the left. The class mix counts the labels of the top proponents: a good "
-                                    "attribution of a clear “3” is mostly 3s.")
+                                    "attribution of a clear “3” is mostly 3s. For icons it also splits them by "
+                                    "artist (Oxygen or Tango): does a generated icon borrow from one style?")
                         with gr.Row():
                             hist = gr.Plot(label="Score histogram")
                             mix = gr.Plot(label="Class mix")

@@ -5,20 +5,27 @@
   fresh noise; per method, the rank of its original among all training images (0 = top; the copy
   itself, a training image, is usually rank 0, so the original at rank 1 is a perfect answer) and
   the top-k shown;
+- ``known`` (icons): every Oxygen training icon that also ships at 48×48 is queried with that drawing,
+  downscaled (``explorer.icons.known_answers``); per method, the rank of its 32×32 original and the
+  top-1 / top-5 rates;
 - ``walk`` (datasets with benchmark queries): the lesson's query attributed at single timesteps,
   as the Timesteps tab does (one seeded noise draw, the per-timestep projection).
 
     python -m precompute lesson --dataset shapes      # duplicates
     python -m precompute lesson --dataset digits      # timestep walk
+    python -m precompute lesson --dataset icons       # known answers
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
+from explorer.attribution.features import KNOWN_UID
 from explorer.attribution.timesteps import TimestepStrategy
 from explorer.cache import write_json
 from explorer.engine import TIMESTEP_PROJECTION, Engine
-from explorer.lesson import DUPLICATE_METHODS, LESSON
+from explorer.lesson import DUPLICATE_METHODS, KNOWN_METHODS, LESSON
 from explorer.store import parse_projection
 
 
@@ -40,6 +47,26 @@ def duplicates(eng: Engine, k: int) -> dict | None:
     return out
 
 
+def known(eng: Engine) -> dict | None:
+    if eng.data.name != "icons":
+        return None
+    from explorer.icons import ICON_ROOT, icon_tensor, known_answers
+    from explorer.task import Query
+    pairs = known_answers(eng.data)
+    original = np.array([p for p, _ in pairs])
+    queries = [Query("upload", icon_tensor(path), KNOWN_UID + int(p)) for p, path in pairs]
+    strategy = TimestepStrategy("uniform", LESSON.S)
+    out = {"original": original.tolist(), "files": [os.path.relpath(f, ICON_ROOT) for _, f in pairs], "S": LESSON.S,
+           "projection": eng.store.projection, "methods": {}}
+    for name in KNOWN_METHODS:
+        s = eng.scores(queries, name, strategy)
+        rank = (s > s[np.arange(len(pairs)), original][:, None]).sum(1)
+        out["methods"][name] = {"top1": float(np.mean(rank < 1)), "top5": float(np.mean(rank < 5)),
+                                "rank": rank.tolist()}
+        print(f"known answers, {name}: top-1 {np.mean(rank < 1):.1%}, top-5 {np.mean(rank < 5):.1%}")
+    return out
+
+
 def walk(eng: Engine, k: int) -> dict | None:
     if not eng.results.has_queries:
         return None
@@ -56,6 +83,8 @@ def run(dataset: str, device: str = "cpu") -> dict:
     out = {"k": LESSON.k}
     if (d := duplicates(base, LESSON.k)) is not None:
         out["duplicates"] = d
+    if (kn := known(base)) is not None:
+        out["known"] = kn
     if (w := walk(Engine(dataset, *parse_projection(TIMESTEP_PROJECTION), device=device), LESSON.k)) is not None:
         out["walk"] = w
     write_json(base.results.path("lesson.json"), out)

@@ -72,7 +72,8 @@ class FeatureComputer:
         """Yields (rows, φ rows as float32) for images x (N, C, H, W) with noise uids."""
         eps = self.noise(uids, tuple(x.shape[1:]))
         S = len(self.ts)  # the factorized route holds activations only, no per-sample gradients
-        chunk = max(1, self.grads.max_inputs // S) if self.projector.name == "factorized" else self.grads.chunk_size(S)
+        chunk = (self.projector.chunk_size(self.grads.model, tuple(x.shape[1:]), S, self.grads.max_inputs)
+                 if isinstance(self.projector, FactorizedProjector) else self.grads.chunk_size(S))
         for i in range(0, x.shape[0], chunk):
             rows = slice(i, min(i + chunk, x.shape[0]))
             yield rows, self.project(x[rows], eps[rows], self.ts).cpu().numpy()
@@ -105,3 +106,4 @@ def embedding_features(embed: Callable[[torch.Tensor], torch.Tensor], x: torch.T
 GENERATED_UID = 10_000_000  # + seed
 UPLOAD_UID = 20_000_000
 FRESH_UID = 30_000_000  # + dataset index: a training image queried with noise drawn afresh
+KNOWN_UID = 40_000_000  # + training position: a known-answer query (icons: the same icon drawn at 48×48)
