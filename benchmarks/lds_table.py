@@ -30,9 +30,13 @@ def fidelity_table(path: str = os.path.join(os.path.dirname(__file__), "results"
         groups[(r["method"], r["projection"], bool(r.get("noise_redrawn")))].append(r)
     print("| method | features | bytes / training set | top-10 overlap with exact | Spearman with exact | "
           "LDS validation | LDS generated |\n|---|---|---|---|---|---|---|")
-    for (method, proj, redrawn), rows in groups.items():
+    order = {"exact": 0, "countsketch": 1, "factorized": 2}
+    kind = lambda proj: proj.rstrip("0123456789")  # noqa: E731
+    for (method, proj, redrawn), rows in sorted(groups.items(), key=lambda g: (
+            g[0][0] != "dtrak", g[0][2], order[kind(g[0][1])], int(g[0][1].removeprefix(kind(g[0][1])) or 0))):
         name = ("exact (noise redrawn)" if redrawn else "exact" if proj == "exact"
-                else f"CountSketch k = {proj.removeprefix('countsketch')}")
+                else f"{'CountSketch' if kind(proj) == 'countsketch' else 'Factorized (LoGra)'} k = "
+                     f"{proj.removeprefix(kind(proj))}")
         name += f" ({len(rows)} seed{'s' if len(rows) > 1 else ''})"
         size = f"{rows[0]['bytes'] / 1e6:.0f} MB" if "bytes" in rows[0] else ""
 
