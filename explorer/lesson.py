@@ -19,6 +19,7 @@ KNOWN_METHODS = ("pixel-cos", "embedding-cos", "trak", "dtrak", "nda")  # icons:
 class LessonConfig:
     dataset: str = "digits"  # steps 1 and 3-6
     duplicates_dataset: str = "shapes"  # step 2: planted near-duplicate pairs
+    known_dataset: str = "icons"  # step 2 too, when installed: copies nobody planted (48×48 drawings)
     query: int = 108  # benchmark image: generated from seed 8, also one of the counterfactual's seeds
     method: str = "dtrak"
     S: int = 10
@@ -96,7 +97,28 @@ def step_attribution(eng) -> Step:
         {"seed": seed, "label": label, "confidence": conf, "same_class": same, "n_train": n})
 
 
-def step_duplicates(eng) -> Step:
+def _known(icons) -> tuple[str, Panel | None, dict]:
+    """The icons' unplanted copies for step 2: a sentence, a row of three (48×48 drawing, D-TRAK's #1) and the
+    numbers, or nothing when the icons model or its known-answer results are absent."""
+    kn = icons.results.lesson().get("known") if icons is not None else None
+    if not kn:
+        return "", None, {}
+    from .icons import ICON_ROOT, icon_tensor
+    m = kn["methods"]
+    items = []
+    for j in range(3):  # the first three pairs, as stored (not the best ones)
+        first = m["dtrak"]["top"][j][0]
+        items += [(icon_tensor(f"{ICON_ROOT}/{kn['files'][j]}"), ["48×48 drawing", kn["files"][j].split("/")[-1][:14]]),
+                  (icons.data.train_x[first], ["D-TRAK #1", "ORIGINAL" if first == kn["original"][j] else "not it"])]
+    numbers = {"icons_pairs": len(kn["original"]), "icons_dtrak_top1": m["dtrak"]["top1"],
+               "icons_pixel_top1": m["pixel-cos"]["top1"]}
+    text = (f" Nobody planted copies in the *icons* set, yet {numbers['icons_pairs']} of its Oxygen icons also ship "
+            f"drawn at 48×48: queried with that drawing, D-TRAK finds the 32×32 original first for "
+            f"**{numbers['icons_dtrak_top1']:.0%}** (raw pixel cosine: {numbers['icons_pixel_top1']:.0%}).")
+    return text, Panel("Icons: a 48×48 drawing and D-TRAK's #1 (the first three pairs)", items), numbers
+
+
+def step_duplicates(eng, icons=None) -> Step:
     d = eng.results.lesson().get("duplicates")
     if d is None:
         raise LessonMissing(f"{eng.task.paths.dataset} has no stored duplicate search (python -m precompute lesson)")
@@ -110,6 +132,7 @@ def step_duplicates(eng) -> Step:
                     [(eng.data.train_x[copy], ["query", "(the copy)"]), (eng.data.train_x[original], ["ORIGINAL", "(the answer)"])])]
     panels += [Panel(f"{get_method(m).label}: top {k}",
                      _tiles(eng, d["methods"][m]["top"][p], d["methods"][m]["scores"][p], mark)) for m in ("dtrak", "trak")]
+    known_text, known_panel, known_numbers = _known(icons)
     return Step(
         TITLES[1],
         f"A test with a known answer. We planted {n_pairs} near-copies in the *shapes* training set: an image and "
@@ -117,12 +140,12 @@ def step_duplicates(eng) -> Step:
         f"The copy itself is a training image, so it comes first; the right answer is its ORIGINAL. Here "
         f"D-TRAK ranks the original **#{rank['dtrak']}**, TRAK **#{rank['trak']}**. Over all {n_pairs} pairs, the "
         f"original is in the top 5 for **{top5['dtrak']} of {n_pairs}** under D-TRAK and **{top5['trak']} of "
-        f"{n_pairs}** under TRAK (NDA, which needs no gradients: {top5['nda']} of {n_pairs}).",
+        f"{n_pairs}** under TRAK (NDA, which needs no gradients: {top5['nda']} of {n_pairs}).{known_text}",
         "Top row: the query and the answer we know. Then each method's top proponents, best first; the "
         "original is marked ORIGINAL where a method found it.",
-        panels, [],
+        panels + ([known_panel] if known_panel else []), [],
         {"dtrak_rank": rank["dtrak"], "trak_rank": rank["trak"], "dtrak_top5": top5["dtrak"],
-         "trak_top5": top5["trak"], "nda_top5": top5["nda"], "pairs": n_pairs})
+         "trak_top5": top5["trak"], "nda_top5": top5["nda"], "pairs": n_pairs, **known_numbers})
 
 
 def step_opponents(eng) -> Step:
@@ -235,5 +258,14 @@ STEPS = (step_attribution, step_duplicates, step_opponents, step_walk, step_lds,
 
 def lesson_step(i: int, engine) -> Step:
     """Step i (0-based) built from ``engine(dataset)``'s shipped results."""
-    name = LESSON.duplicates_dataset if STEPS[i] is step_duplicates else LESSON.dataset
-    return STEPS[i](engine(name))
+    if STEPS[i] is step_duplicates:
+        return step_duplicates(engine(LESSON.duplicates_dataset), _optional(engine, LESSON.known_dataset))
+    return STEPS[i](engine(LESSON.dataset))
+
+
+def _optional(engine, name: str):
+    """``engine(name)``, or None when that model is not offered on this machine."""
+    try:
+        return engine(name)
+    except Exception:  # noqa: BLE001 - any reason it cannot open: the step shows what it has
+        return None

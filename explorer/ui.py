@@ -35,6 +35,7 @@ log = logging.getLogger("explorer")
 MAX_UPLOAD_MB = 20
 MAX_SEED = 2**32 - 1
 THUMB = 112
+LESSON_PANELS = 4  # image rows a lesson step may show
 STRATEGY_CHOICES = [("Uniform grid (the paper's)", "uniform"), ("Random", "random"), ("First S (t = 0…S−1)", "cumulative")]
 PROJECTIONS = [("Exact (no projection)", "exact"), ("CountSketch, k = 4096", "countsketch4096"),
                ("CountSketch, k = 1024", "countsketch1024")]
@@ -516,12 +517,13 @@ def lesson_view(i: int):
         log.warning("lesson step %d: %s", i + 1, e)
         text = (f"### {i + 1}. {TITLES[i]}\n\n⚠️ This step needs evaluation results that are not installed with "
                 f"this copy of the explorer; the other steps still work.")
-        return [text, ""] + [gr.update(value=[], visible=False)] * 3 + [gr.update(visible=False)] * 2 + [i] + _step_buttons(i)
+        return ([text, ""] + [gr.update(value=[], visible=False)] * LESSON_PANELS + [gr.update(visible=False)] * 2 + [i]
+                + _step_buttons(i))
     gals = [gr.update(value=[(_png(labelled(x, THUMB, lines)), None) for x, lines in p.items], label=p.label,
                       visible=True) for p in step.panels]
     figs = [gr.update(value=LESSON_PLOTS[kind](**kw), visible=True) for kind, kw in step.plots]
     return ([f"### {i + 1}. {step.title}\n\n{step.text}", f"*What am I looking at?* {step.look}"]
-            + gals + [gr.update(value=[], visible=False)] * (3 - len(gals))
+            + gals + [gr.update(value=[], visible=False)] * (LESSON_PANELS - len(gals))
             + figs + [gr.update(visible=False)] * (2 - len(figs)) + [i] + _step_buttons(i))
 
 
@@ -725,7 +727,7 @@ def build_app(default_dataset: str | None = None, warm: bool = True) -> gr.Block
                         lesson_look = gr.Markdown(elem_id="lesson-look")
                         lesson_gals = [gr.Gallery(columns=9, height=136, allow_preview=False, visible=False, fit_columns=False,
                                                   object_fit="contain", elem_id=f"lesson-gallery-{j + 1}")
-                                       for j in range(3)]
+                                       for j in range(LESSON_PANELS)]
                         with gr.Row():
                             lesson_plots = [gr.Plot(visible=False, show_label=False, elem_id=f"lesson-plot-{j + 1}")
                                             for j in range(2)]

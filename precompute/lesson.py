@@ -62,7 +62,7 @@ def known(eng: Engine) -> dict | None:
         s = eng.scores(queries, name, strategy)
         rank = (s > s[np.arange(len(pairs)), original][:, None]).sum(1)
         out["methods"][name] = {"top1": float(np.mean(rank < 1)), "top5": float(np.mean(rank < 5)),
-                                "rank": rank.tolist()}
+                                "rank": rank.tolist(), "top": np.argsort(-s, 1, kind="stable")[:, :5].tolist()}
         print(f"known answers, {name}: top-1 {np.mean(rank < 1):.1%}, top-5 {np.mean(rank < 5):.1%}")
     return out
 

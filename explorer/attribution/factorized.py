@@ -135,7 +135,11 @@ class FactorizedProjector(Projector):
             bias = g[L.bias] if L.bias else torch.zeros(n, G.shape[1], device=G.device)
             G = torch.cat([G, bias[:, :, None]], dim=2)
             out.append((L.p_out @ G @ L.p_in.T).reshape(n, -1))
-        return torch.cat(out + [self.rest([g[r] for r in self.rest_names])], dim=1)
+        return torch.cat(out + [self._rest([g[r] for r in self.rest_names], n)], dim=1)
+
+    def _rest(self, parts: list[torch.Tensor], n: int) -> torch.Tensor:
+        """The GroupNorm gradients CountSketched into what the layers left of k (zeros for a model without)."""
+        return self.rest(parts) if parts else torch.zeros(n, self.rest.k, device=self.device)
 
     # ---- fast route: hooks on one batched forward / backward ----
     def features(self, grads, x0s: torch.Tensor, eps: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
@@ -222,4 +226,4 @@ class FactorizedProjector(Projector):
         for m in self.norms:  # GroupNorm weight then bias, each (N, C)
             C = modules[m].num_channels
             norm_parts += [rest[m][:, :C], rest[m][:, C:]]
-        return torch.cat([phi[L.module] for L in self.layers] + [self.rest(norm_parts)], dim=1)
+        return torch.cat([phi[L.module] for L in self.layers] + [self._rest(norm_parts, n)], dim=1)
