@@ -23,3 +23,8 @@ def class_mix(labels: np.ndarray, indices: np.ndarray, n_classes: int, groups: n
         return np.bincount(labels[indices], minlength=n_classes)
     return np.bincount(groups[indices] * n_classes + labels[indices], minlength=n_groups * n_classes
                        ).reshape(n_groups, n_classes)
+
+
+def group_shares(groups: np.ndarray, n_groups: int) -> np.ndarray:
+    """Fraction of the training set in each group (e.g. each artist's share of the icons)."""
+    return np.bincount(groups, minlength=n_groups) / len(groups)

@@ -22,7 +22,7 @@ from .attribution.methods import METHODS, get_method
 from .attribution.outputs import OUTPUT_FUNCTIONS
 from .attribution.timesteps import T, TimestepStrategy
 from .cache import CacheError
-from .compare import class_mix, overlap_at_k, spearman
+from .compare import class_mix, group_shares, overlap_at_k, spearman
 from .data import ImageError, data_missing, open_image
 from .engine import TIMESTEP_PROJECTION, Attribution, Engine
 from .evaluation.results import s_key
@@ -284,7 +284,6 @@ def attribute(dataset, source, seed, steps, bench_index, upload, invert, method,
         return [gr.update(value=f"⏳ {e}", visible=True)] + [gr.skip()] * 8 + [gr.update(visible=True)]
     m = get_method(method)
     top = res.top
-    labels = eng.data.train_labels.numpy()
     return [gr.update(value="", visible=False), _png(q.x, max(1, 128 // eng.data.resolution)),
             describe_query(dataset, q, source, bench_index) + "\n\n" + _settings_text(eng, res),
             gr.update(value=gallery(eng, top.proponents[0], top.proponent_scores[0]), label="Top proponents"),
@@ -303,7 +302,7 @@ def mix_plot(eng: Engine, top: np.ndarray):
         return plots.class_mix(class_mix(labels, top, len(classes)), classes, f"Classes of the top {len(top)} proponents")
     ids, names = eng.data.train_styles
     counts = class_mix(labels, top, len(classes), ids, len(names))
-    everyone = np.bincount(ids, minlength=len(names)) / len(ids)
+    everyone = group_shares(ids, len(names))
     names = [n.capitalize() for n in names]
     shares = " · ".join(f"{n} {c}" for n, c in zip(names, counts.sum(1)))
     base = " · ".join(f"{n} {100 * f:.0f} %" for n, f in zip(names, everyone))
