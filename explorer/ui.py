@@ -211,6 +211,9 @@ def gallery(eng: Engine, idx, scores, stability=None, draws: int = 0) -> list:
         lines = [f"#{r + 1} · {eng.data.classes[labels[i]]}", f"{s:.3g}"]
         if stability is not None:
             lines[1] += f" · {int(stability[i])}/{draws}"
+        if eng.data.train_styles is not None:  # icons: whose drawing it is
+            ids, names = eng.data.train_styles
+            lines.append(names[ids[i]].capitalize())
         out.append((_png(labelled(eng.data.train_x[i], THUMB, lines)), None))
     return out
 
