@@ -94,8 +94,7 @@ def memory(model: str, route: str) -> float:
     """Peak RSS growth (MiB) while one chunk of ``route`` runs, the chunk the engine itself would use."""
     S = 10 if model == "digits" else 1
     fc, x, uids = setup(model, route, S)
-    fact = route == "factorized"
-    chunk = fc.projector.chunk_size(fc.grads.model, tuple(x.shape[1:]), S) if fact else fc.grads.chunk_size(S)
+    chunk = fc.chunk_size(tuple(x.shape[1:]))
     x, uids = x[:chunk], uids[:chunk]
     eps = fc.noise(uids, tuple(x.shape[1:]))
     with open("/proc/self/clear_refs", "w") as f:  # reset the peak (VmHWM) to the current RSS: setup's

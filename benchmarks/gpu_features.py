@@ -104,7 +104,7 @@ def main():
     spec = FeatureSpec("square", TimestepStrategy("uniform", 1), "countsketch", args.k)
     fc = FeatureComputer(model, spec, dev)
     eps = fc.noise(list(range(args.n)), (3, size, size)).to(dev)
-    args.chunks = args.chunks or [fc.grads.chunk_size(1), 64, 128]
+    args.chunks = args.chunks or [fc.chunk_size((3, size, size)), 64, 128]
     res = {"device": torch.cuda.get_device_name() if dev == "cuda" else "cpu", "torch": torch.__version__,
            "n_parameters": fc.grads.dim, "k": args.k, "S": 1, "n": args.n, "runs": []}
     features, legacy = {}, legacy_countsketch(fc.projector)

@@ -50,6 +50,12 @@ def test_chunks_respect_input_and_gradient_memory_bounds(tiny_unet):
     got = list(gc.chunks(x, eps, ts))
     assert [r for r, _ in got] == [slice(0, 3), slice(3, 6), slice(6, 7)]
     assert torch.allclose(torch.cat([torch.cat(b, 1) for _, b in got]), gc(x, eps, ts), atol=1e-6)
+    # activations: a 32×32 input keeps 16 × what an 8×8 one does (within the size-independent parts)
+    per_input = gc.input_bytes((1, 8, 8))
+    assert 12 < gc.input_bytes((1, 32, 32)) / per_input <= 16
+    gc.max_grad_bytes, gc.max_inputs = 1 << 40, 1 << 20
+    gc.max_activation_bytes = 6 * per_input
+    assert gc.chunk_size(3, (1, 8, 8)) == 2 and gc.chunk_size(3) == (1 << 20) // 3  # bounded by activations
 
 
 def test_gradient_subset_of_parameters(tiny_unet):

@@ -103,26 +103,6 @@ class FactorizedProjector(Projector):
         self.rest_names = [n for n in named if owner[n] in norms]  # GroupNorm weight / bias, model order
         self.rest = CountSketchProjector(sum(named[n].numel() for n in self.rest_names), k - used, seed, device)
 
-    def chunk_size(self, model: torch.nn.Module, sample_shape: tuple, S: int, max_inputs: int = 2048,
-                   max_bytes: int = 1 << 30) -> int:
-        """Samples per forward / backward: at most ``max_inputs`` model inputs and about ``max_bytes`` of
-        activations kept for the backward (3 × every leaf module's output, measured on one input)."""
-        if not hasattr(self, "_input_bytes"):
-            sizes = []
-            leaves = [m for m in model.modules() if not list(m.children())]
-            hooks = [m.register_forward_hook(lambda _, i, o: sizes.append(o.numel() if torch.is_tensor(o) else 0))
-                     for m in leaves]
-            try:
-                with torch.no_grad(), model_lock(model):
-                    p = next(model.parameters())
-                    model(torch.zeros(1, *sample_shape, device=p.device), torch.zeros(1, dtype=torch.long,
-                                                                                      device=p.device))
-            finally:
-                for h in hooks:
-                    h.remove()
-            self._input_bytes = 3 * 4 * sum(sizes)
-        return max(1, min(max_inputs, max_bytes // self._input_bytes) // S)
-
     # ---- explicit route: gradient blocks in, the same φ out ----
     def project(self, parts):
         if len(parts) != len(self.param_names):  # one flat (N, p) gradient: split it per parameter

@@ -65,15 +65,19 @@ class FeatureComputer:
             return self.projector.features(self.grads, x0s, eps, ts)
         return self.projector(self.grads.parts(x0s, eps, ts))
 
+    def chunk_size(self, sample_shape: tuple) -> int:
+        """Samples per call; the factorized route holds activations only (1 GiB of them), no per-sample gradients."""
+        if isinstance(self.projector, FactorizedProjector):
+            return self.grads.chunk_size(len(self.ts), sample_shape, 1 << 30, per_sample_gradients=False)
+        return self.grads.chunk_size(len(self.ts), sample_shape)
+
     def noise(self, uids: list[int], shape: tuple) -> torch.Tensor:
         return seeded_noise(uids, self.ts.tolist(), shape, self.noise_seed)
 
     def iter_features(self, x: torch.Tensor, uids: list[int]) -> Iterator[tuple[slice, np.ndarray]]:
         """Yields (rows, φ rows as float32) for images x (N, C, H, W) with noise uids."""
         eps = self.noise(uids, tuple(x.shape[1:]))
-        S = len(self.ts)  # the factorized route holds activations only, no per-sample gradients
-        chunk = (self.projector.chunk_size(self.grads.model, tuple(x.shape[1:]), S, self.grads.max_inputs)
-                 if isinstance(self.projector, FactorizedProjector) else self.grads.chunk_size(S))
+        chunk = self.chunk_size(tuple(x.shape[1:]))
         for i in range(0, x.shape[0], chunk):
             rows = slice(i, min(i + chunk, x.shape[0]))
             yield rows, self.project(x[rows], eps[rows], self.ts).cpu().numpy()

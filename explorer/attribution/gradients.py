@@ -23,12 +23,14 @@ class GradientComputer:
     rest are held fixed. The gradient vector's layout is the concatenation of those parameters
     in ``param_names`` order (``self.dim`` entries).
 
-    One vmap call holds at most ``max_inputs`` model inputs (samples × timesteps: activations)
-    and ``max_grad_bytes`` of per-sample gradients (samples × dim × 4 bytes), so a 36 M-parameter
-    UNet gets chunks of ~30 samples where the 177 k-parameter digits model gets 204 (S = 10)."""
+    One vmap call holds at most ``max_inputs`` model inputs (samples × timesteps), about
+    ``max_activation_bytes`` of activations and ``max_grad_bytes`` of per-sample gradients (samples ×
+    dim × 4 bytes), so a 36 M-parameter UNet gets chunks of ~30 samples where the 177 k-parameter digits
+    model gets 204 (S = 10) and the 32×32 icons model 9."""
 
     def __init__(self, model: torch.nn.Module, output_fn: str = "simple", param_names: list[str] | None = None,
-                 device: str = "cpu", max_inputs: int = 2048, max_grad_bytes: int = 4 << 30):
+                 device: str = "cpu", max_inputs: int = 2048, max_grad_bytes: int = 4 << 30,
+                 max_activation_bytes: int = 2 << 30):
         from ..models import make_scheduler, on_device
 
         if output_fn not in OUTPUT_FUNCTIONS:
@@ -47,6 +49,7 @@ class GradientComputer:
         self.fixed.update({n: b for n, b in model.named_buffers()})
         self.dim = sum(p.numel() for p in self.params.values())
         self.max_inputs, self.max_grad_bytes = max_inputs, max_grad_bytes
+        self.max_activation_bytes, self._input_bytes = max_activation_bytes, {}
         sched = make_scheduler()
         self.abar = sched.alphas_cumprod.to(device)
         self.w = elbo_weights(sched.betas).to(device)
@@ -72,14 +75,40 @@ class GradientComputer:
         """The (N, dim) gradients: ``parts`` concatenated."""
         return torch.cat(self.parts(x0s, eps, ts), dim=1)
 
-    def chunk_size(self, S: int) -> int:
-        """Samples per vmap call: the most that fit both ``max_inputs`` and ``max_grad_bytes``."""
-        return max(1, min(self.max_inputs // S, self.max_grad_bytes // (4 * self.dim)))
+    def input_bytes(self, sample_shape: tuple) -> int:
+        """Bytes the backward keeps per model input: 3 × every leaf module's output, measured once on one input."""
+        key = tuple(sample_shape)
+        if key not in self._input_bytes:
+            sizes = []
+            leaves = [m for m in self.model.modules() if not list(m.children())]
+            hooks = [m.register_forward_hook(lambda _, i, o: sizes.append(o.numel() if torch.is_tensor(o) else 0))
+                     for m in leaves]
+            try:
+                with torch.no_grad(), model_lock(self.model):
+                    self.model(torch.zeros(1, *key, device=self.device), torch.zeros(1, dtype=torch.long,
+                                                                                    device=self.device))
+            finally:
+                for h in hooks:
+                    h.remove()
+            self._input_bytes[key] = 3 * 4 * sum(sizes)
+        return self._input_bytes[key]
+
+    def chunk_size(self, S: int, sample_shape: tuple | None = None, activation_bytes: int | None = None,
+                   per_sample_gradients: bool = True) -> int:
+        """Samples per call: the most that fit ``max_inputs`` model inputs, ``max_grad_bytes`` of per-sample
+        gradients (unless there are none: the factorized route) and, given the images' shape, about
+        ``activation_bytes`` (default ``max_activation_bytes``) of activations kept for the backward."""
+        inputs = self.max_inputs
+        if sample_shape is not None:
+            budget = self.max_activation_bytes if activation_bytes is None else activation_bytes
+            inputs = min(inputs, max(1, budget // self.input_bytes(sample_shape)))
+        grads = self.max_grad_bytes // (4 * self.dim) if per_sample_gradients else inputs
+        return max(1, min(inputs // S, grads))
 
     def chunks(self, x0s: torch.Tensor, eps: torch.Tensor, ts: torch.Tensor, chunk: int | None = None
                ) -> Iterator[tuple[slice, list[torch.Tensor]]]:
         """Yields (rows, gradient blocks) for chunks of ``chunk`` samples (default ``chunk_size``)."""
-        chunk = chunk or self.chunk_size(len(ts))
+        chunk = chunk or self.chunk_size(len(ts), tuple(x0s.shape[-3:]))
         for i in range(0, x0s.shape[0], chunk):
             yield slice(i, min(i + chunk, x0s.shape[0])), self.parts(x0s[i:i + chunk], eps[i:i + chunk], ts)
 
