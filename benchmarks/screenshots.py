@@ -58,6 +58,8 @@ def main():
     a = argparse.ArgumentParser()
     a.add_argument("--out", required=True)
     a.add_argument("--narrow", action="store_true", help="also 390 px wide")
+    a.add_argument("--icons", action="store_true", help="also the icons model's Attribute view (themes installed)")
+    a.add_argument("--icons-seed", type=int, default=3)
     args = a.parse_args()
     from playwright.sync_api import sync_playwright
     os.makedirs(args.out, exist_ok=True)
@@ -89,6 +91,17 @@ def main():
                         continue
                     page.wait_for_timeout(4000)
                     page.screenshot(path=os.path.join(args.out, f"{tab.lower()}{suffix}.png"))
+                if args.icons:  # the showcase: a generated icon, proponents with their artist, the style mix
+                    open_tab(page, "Attribute")
+                    page.get_by_label("Model").first.click()
+                    page.get_by_role("option", name="icons").click()
+                    page.get_by_role("radio", name="Generate").check()
+                    page.locator("#seed input").fill(str(args.icons_seed))
+                    page.locator("#seed input").press("Enter")
+                    page.locator("#query-info").get_by_text("seed").first.wait_for(timeout=300_000)
+                    page.locator("#proponents img").nth(7).wait_for(timeout=300_000)
+                    page.wait_for_timeout(4000)
+                    page.screenshot(path=os.path.join(args.out, f"icons{suffix}.png"), full_page=True)
                 page.close()
             b.close()
     finally:

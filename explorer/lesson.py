@@ -108,14 +108,15 @@ def _known(icons) -> tuple[str, Panel | None, dict]:
     items = []
     for j in range(3):  # the first three pairs, as stored (not the best ones)
         first = m["dtrak"]["top"][j][0]
-        items += [(icon_tensor(f"{ICON_ROOT}/{kn['files'][j]}"), ["48×48 drawing", kn["files"][j].split("/")[-1][:14]]),
+        # Pillow's built-in font has no "×": the captions say 48x48
+        items += [(icon_tensor(f"{ICON_ROOT}/{kn['files'][j]}"), ["48x48 drawing", kn["files"][j].split("/")[-1][:14]]),
                   (icons.data.train_x[first], ["D-TRAK #1", "ORIGINAL" if first == kn["original"][j] else "not it"])]
     numbers = {"icons_pairs": len(kn["original"]), "icons_dtrak_top1": m["dtrak"]["top1"],
                "icons_pixel_top1": m["pixel-cos"]["top1"]}
     text = (f" Nobody planted copies in the *icons* set, yet {numbers['icons_pairs']} of its Oxygen icons also ship "
             f"drawn at 48×48: queried with that drawing, D-TRAK finds the 32×32 original first for "
             f"**{numbers['icons_dtrak_top1']:.0%}** (raw pixel cosine: {numbers['icons_pixel_top1']:.0%}).")
-    return text, Panel("Icons: a 48×48 drawing and D-TRAK's #1 (the first three pairs)", items), numbers
+    return text, Panel("Icons: 48×48 drawing, D-TRAK's #1", items), numbers
 
 
 def step_duplicates(eng, icons=None) -> Step:
