@@ -4,6 +4,7 @@
 those files here, never typed into the text."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -109,7 +110,7 @@ def _known(icons) -> tuple[str, Panel | None, dict]:
     for j in range(3):  # the first three pairs, as stored (not the best ones)
         first = m["dtrak"]["top"][j][0]
         # Pillow's built-in font has no "×": the captions say 48x48
-        items += [(icon_tensor(f"{ICON_ROOT}/{kn['files'][j]}"), ["48x48 drawing", kn["files"][j].split("/")[-1][:14]]),
+        items += [(icon_tensor(os.path.join(ICON_ROOT, kn["files"][j])), ["48x48 drawing", kn["files"][j].split("/")[-1][:14]]),
                   (icons.data.train_x[first], ["D-TRAK #1", "ORIGINAL" if first == kn["original"][j] else "not it"])]
     numbers = {"icons_pairs": len(kn["original"]), "icons_dtrak_top1": m["dtrak"]["top1"],
                "icons_pixel_top1": m["pixel-cos"]["top1"]}
