@@ -103,36 +103,64 @@ def test_every_step_shows_images_or_plots(steps):
             assert p.items and all(x.ndim == 3 for x, _ in p.items), (st.title, p.label)
 
 
+def _walk_lesson(page, steps, shown):
+    """One visitor's walk: step buttons and *Next*; each step shows its title, its number, every image
+    of its galleries and its plots."""
+    from screenshots import open_tab
+    page.locator("#proponents img").first.wait_for(timeout=60_000)
+    open_tab(page, "Lesson")  # opening the tab shows step 1
+    for j, how in [(1, None), (2, "#lesson-next"), (3, "#lesson-next"), (6, "#lesson-step-6"),
+                   (4, "#lesson-step-4"), (5, "#lesson-next")]:
+        if how:
+            page.locator(how).click()
+        text = page.locator("#lesson-text")
+        text.get_by_text(f"{j}. {TITLES[j - 1]}").wait_for(timeout=30_000)
+        assert shown[j - 1] in text.inner_text(), (j, shown[j - 1], text.inner_text())
+        st = steps[j - 1]
+        for g, panel in enumerate(st.panels, 1):
+            page.locator(f"#lesson-gallery-{g} img").nth(len(panel.items) - 1).wait_for(timeout=10_000)
+        for f in range(1, len(st.plots) + 1):
+            page.locator(f"#lesson-plot-{f} .js-plotly-plot").wait_for(timeout=10_000)
+        if j == 5:
+            assert text.locator(".katex").count() >= 2  # the formulas render as math, not as $…$ text
+
+
 def test_browser_walks_through_the_lesson(server, steps):
-    """Step buttons and *Next* in a real Chromium: each step shows its title, its number, its images or
-    plots, and rendered math."""
+    """Two visitors in turn, each in a browser context of their own (what a class sharing one Space is):
+    the second sees every image and plot the first saw. Then the Learn tab's formulas are valid LaTeX."""
     from playwright.sync_api import sync_playwright
 
-    from conftest import page_at
-    from screenshots import open_tab
+    from screenshots import browser, open_tab
     shown = [f"{steps[0].numbers['same_class']} of the {LESSON.k} are", f"{steps[1].numbers['dtrak_top5']} of 8",
              f"±{steps[2].numbers['half_within']:.2g}", f"{steps[3].numbers['shared']} of {LESSON.k}",
              f"{steps[4].numbers['rho']:.2f}", f"{steps[5].numbers['ratio']:.1f}×"]
     with sync_playwright() as p:
-        page = page_at(p, server)
-        page.locator("#proponents img").first.wait_for(timeout=60_000)
-        open_tab(page, "Lesson")  # opening the tab shows step 1
-        for j, how in [(1, None), (2, "#lesson-next"), (3, "#lesson-next"), (6, "#lesson-step-6"),
-                       (4, "#lesson-step-4"), (5, "#lesson-next")]:
-            if how:
-                page.locator(how).click()
-            text = page.locator("#lesson-text")
-            text.get_by_text(f"{j}. {TITLES[j - 1]}").wait_for(timeout=30_000)
-            assert shown[j - 1] in text.inner_text(), (j, shown[j - 1], text.inner_text())
-            st = steps[j - 1]
-            for g, panel in enumerate(st.panels, 1):
-                page.locator(f"#lesson-gallery-{g} img").nth(len(panel.items) - 1).wait_for(timeout=10_000)
-            for f in range(1, len(st.plots) + 1):
-                page.locator(f"#lesson-plot-{f} .js-plotly-plot").wait_for(timeout=10_000)
-            if j == 5:
-                assert text.locator(".katex").count() >= 2  # the formulas render as math, not as $…$ text
+        chromium = browser(p)
+        for visitor in range(2):
+            context = chromium.new_context(viewport={"width": 1280, "height": 720})
+            page = context.new_page()
+            page.goto(server)
+            _walk_lesson(page, steps, shown)
+            if visitor == 0:
+                context.close()
         open_tab(page, "Learn")  # one formula per method, output function, strategy and metric, all valid LaTeX
         page.locator(".katex").nth(40).wait_for(timeout=10_000)
         bad = page.locator(".katex-error, .katex-mathml mstyle[mathcolor='#cc0000']")  # parse errors, unknown commands (red)
         assert bad.count() == 0, bad.first.text_content()
-        page.context.browser.close()
+        chromium.close()
+
+
+def test_every_visitor_gets_the_step_values():
+    """Gradio pops an update's value when it sends it (``postprocess_update_dict``): a step's galleries and
+    plots must still carry their values for the second and every later visitor."""
+    from explorer import ui
+    for i, st in enumerate(ui.lesson_step(i, ui.engine) for i in range(len(TITLES))):
+        for visitor in range(3):
+            out = ui.lesson_view(i)
+            gals, figs = out[2:2 + ui.LESSON_PANELS], out[2 + ui.LESSON_PANELS:4 + ui.LESSON_PANELS]
+            for p, g in zip(st.panels, gals):
+                assert len(g["value"]) == len(p.items), (i, visitor)
+            for f in figs[:len(st.plots)]:
+                assert f["value"] is not None, (i, visitor)
+            for u in gals + figs:  # what Gradio does to each update it sends
+                u.pop("value", None)
