@@ -10,7 +10,7 @@ import torch
 
 from benchmarks.common import report
 from explorer.batched_train import train_batched
-from explorer.data import load_dataset
+from explorer.datasets import load_dataset
 from explorer.evaluation.lds import make_subsets
 from explorer.models import TRAIN_CONFIGS, UNET_CONFIGS, TrainConfig, make_unet, train
 

@@ -15,7 +15,7 @@ from benchmarks.common import per_second, report
 from explorer.attribution.features import FeatureComputer, FeatureSpec
 from explorer.attribution.projectors import make_projector
 from explorer.attribution.timesteps import TimestepStrategy
-from explorer.data import load_dataset
+from explorer.datasets import load_dataset
 from explorer.models import load_model
 from explorer.paths import AssetPaths
 

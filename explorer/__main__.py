@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from .attribution.methods import METHODS, get_method
 from .attribution.timesteps import TimestepStrategy
 from .cache import CacheError, atomic_write, write_json
-from .data import IMAGE_EXTENSIONS, ImageError, open_image
+from .datasets import IMAGE_EXTENSIONS, ImageError, open_image
 from .engine import Engine
 
 BATCH = 32

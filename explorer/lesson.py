@@ -104,7 +104,7 @@ def _known(icons) -> tuple[str, Panel | None, dict]:
     kn = icons.results.lesson().get("known") if icons is not None else None
     if not kn:
         return "", None, {}
-    from .icons import ICON_ROOT, icon_tensor
+    from .datasets.icons import ICON_ROOT, icon_tensor
     m = kn["methods"]
     items = []
     for j in range(3):  # the first three pairs, as stored (not the best ones)

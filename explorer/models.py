@@ -54,7 +54,7 @@ UNET_CONFIGS = {
     "shapes": UNetConfig(sample_size=16, in_channels=3, out_channels=3, block_out_channels=(16, 32, 32),
                          down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
                          up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D")),
-    # 32×32 RGB icons (explorer/icons.py): one level more than shapes, attention at 8×8
+    # 32×32 RGB icons (explorer/datasets/icons.py): one level more than shapes, attention at 8×8
     "icons": UNetConfig(sample_size=32, in_channels=3, out_channels=3, block_out_channels=(32, 64, 64),
                         down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
                         up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"), attention_head_dim=32),

@@ -16,7 +16,7 @@ import torch
 from .attribution.features import FRESH_UID, GENERATED_UID, UPLOAD_UID
 from .cache import read_json
 from .classifier import load_classifier
-from .data import Dataset, load_dataset, to_model_tensor
+from .datasets import Dataset, load_dataset, to_model_tensor
 from .attribution.timesteps import seeded_noise
 from .models import ddim_sample, load_model, predict_x0
 from .paths import AssetPaths

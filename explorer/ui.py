@@ -23,7 +23,7 @@ from .attribution.outputs import OUTPUT_FUNCTIONS
 from .attribution.timesteps import T, TimestepStrategy
 from .cache import CacheError
 from .compare import class_mix, group_shares, overlap_at_k, spearman
-from .data import ImageError, data_missing, open_image
+from .datasets import ImageError, data_missing, open_image
 from .engine import TIMESTEP_PROJECTION, Attribution, Engine
 from .evaluation.results import s_key
 from .images import labelled, png_file

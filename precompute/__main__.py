@@ -1,5 +1,8 @@
 """``python -m precompute <stage> --dataset D``: stages train, ensemble, features, lds, counterfactual, lesson, all.
 
+The emoji text-to-image setting has its own stages: ``data`` (the drawings from the npm packages) and
+``base`` (the base text-to-image model, resumable): ``python -m precompute data --dataset emoji``.
+
 ``ensemble`` trains only the 50 % subset models the ensemble methods need (``lds`` trains them too).
 Your own images: ``python -m precompute all --dataset NAME --data FOLDER`` trains the model (and a
 classifier when the folder has class sub-folders) and builds its features; the app then lists NAME."""
@@ -14,7 +17,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m precompute", description=__doc__, allow_abbrev=False)
-    p.add_argument("stage", choices=["train", "ensemble", "features", "lds", "counterfactual", "lesson", "all"])
+    p.add_argument("stage", choices=["data", "base", "train", "ensemble", "features", "lds", "counterfactual",
+                                              "lesson", "all"])
     p.add_argument("--dataset", required=True, help="digits, shapes, a name for --data, or a path to an image folder")
     p.add_argument("--data", default=None, help="train: an image folder (class sub-folders become labels); the "
                    "model is saved as assets/<dataset>/ and listed in the app")
@@ -31,7 +35,9 @@ def main(argv=None) -> int:
     p.add_argument("--subsets", type=int, default=None, help="number of LDS subsets")
     p.add_argument("--until", default=None, choices=["retrain"], help="lds: stop after retraining + ground truth")
     args = p.parse_args(argv)
-    everything = ["train", "features"] if args.data else ["train", "ensemble", "features", "lds", "counterfactual", "lesson"]
+    if args.stage in ("data", "base") and args.dataset != "emoji":
+        p.error(f"the {args.stage} stage builds the emoji text-to-image setting: use --dataset emoji")
+    everything = ["train", "features"] if args.data else ["data", "base"] if args.dataset == "emoji" else ["train", "ensemble", "features", "lds", "counterfactual", "lesson"]
     stages = everything if args.stage == "all" else [args.stage]
     used = {"subsets": {"lds"}, "until": {"lds"}, "method": {"features"}, "address": {"features", "ensemble", "lds", "counterfactual"},
             "data": {"train"}, "resolution": {"train"}, "channels": {"train"}, "model": {"train"}}
@@ -42,7 +48,7 @@ def main(argv=None) -> int:
             p.error(f"--{flag} is used only by the {' / '.join(sorted(where))} stage(s), not by {args.stage}")
     from .evaluate import EvalConfig
     cfg = EvalConfig(**({"n_subsets": args.subsets} if args.subsets else {}), epochs=args.epochs)
-    from explorer.data import ImageError
+    from explorer.datasets import ImageError
     from explorer.models import CheckpointError
     try:
         run_stages(args, stages, cfg)
@@ -58,7 +64,10 @@ def main(argv=None) -> int:
 
 def run_stages(args, stages: list[str], cfg) -> None:
     for stage in stages:
-        if stage == "train" and args.model:
+        if stage in ("data", "base"):
+            from . import emoji
+            emoji.run_data() if stage == "data" else emoji.run_base()
+        elif stage == "train" and args.model:
             from . import adopt
             adopt.run(args.dataset, args.model, args.data, seed=args.seed)
         elif stage == "train":

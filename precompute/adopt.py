@@ -16,7 +16,7 @@ import torch
 
 from explorer.cache import write_json
 from explorer.classifier import ClassifierConfig, save_classifier, train_classifier
-from explorer.data import load_dataset, save_split
+from explorer.datasets import load_dataset, save_split
 from explorer.images import grid
 from explorer.models import CheckpointError, check_scheduler, ddim_sample, load_model, save_model
 from explorer.paths import AssetPaths

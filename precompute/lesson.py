@@ -6,7 +6,7 @@
   itself, a training image, is usually rank 0, so the original at rank 1 is a perfect answer) and
   the top-k shown;
 - ``known`` (icons): every Oxygen training icon that also ships at 48×48 is queried with that drawing,
-  downscaled (``explorer.icons.known_answers``); per method, the rank of its 32×32 original and the
+  downscaled (``explorer.datasets.icons.known_answers``); per method, the rank of its 32×32 original and the
   top-1 / top-5 rates;
 - ``walk`` (datasets with benchmark queries): the lesson's query attributed at single timesteps,
   as the Timesteps tab does (one seeded noise draw, the per-timestep projection).
@@ -50,7 +50,7 @@ def duplicates(eng: Engine, k: int) -> dict | None:
 def known(eng: Engine) -> dict | None:
     if eng.data.name != "icons":
         return None
-    from explorer.icons import ICON_ROOT, icon_tensor, known_answers
+    from explorer.datasets.icons import ICON_ROOT, icon_tensor, known_answers
     from explorer.task import Query
     pairs = known_answers(eng.data)
     original = np.array([p for p, _ in pairs])

@@ -12,7 +12,7 @@ import torch
 
 from explorer.cache import read_json, write_json
 from explorer.classifier import ClassifierConfig, save_classifier, train_classifier
-from explorer.data import load_dataset, save_split
+from explorer.datasets import load_dataset, save_split
 from explorer.images import grid
 from explorer.models import (TRAIN_CONFIGS, UNET_CONFIGS, TrainConfig, ddim_sample, make_unet, save_model, train,
                              unet_config_for)

@@ -3,7 +3,7 @@ import pytest
 import torch
 from PIL import Image
 
-from explorer.data import ImageError, load_digits, load_image_folder, load_shapes, open_image, to_model_tensor
+from explorer.datasets import ImageError, load_digits, load_image_folder, load_shapes, open_image, to_model_tensor
 
 
 def test_digits_split_is_deterministic_stratified_and_in_range():
@@ -73,7 +73,7 @@ def icons():
     """The icons dataset from Debian's icon themes: CI installs them (``.ci/run``); elsewhere the tests say how."""
     import os
 
-    from explorer.icons import INSTALL, load_icons
+    from explorer.datasets.icons import INSTALL, load_icons
     try:
         return load_icons()
     except FileNotFoundError:
@@ -87,7 +87,7 @@ def test_icons_are_unique_32px_two_styles_stratified(icons):
     import hashlib
     import os
 
-    from explorer.icons import ICON_ROOT
+    from explorer.datasets.icons import ICON_ROOT
     ds = icons
     assert ds.x.shape[1:] == (3, 32, 32) and ds.x.min() >= -1 and ds.x.max() <= 1
     style = collections.Counter(ds.meta["style"])
@@ -107,7 +107,7 @@ def test_icons_are_unique_32px_two_styles_stratified(icons):
 def test_icons_known_answers_are_near_duplicates_nobody_planted(icons, tmp_path):
     """The 48×48 drawing of an Oxygen icon, downscaled, is nearer its 32×32 original than most icons are:
     raw-pixel nearest neighbour finds it first for 70 % (top 5: 78 %; measured on 952 pairs)."""
-    from explorer.icons import icon_tensor, known_answers, load_icons
+    from explorer.datasets.icons import icon_tensor, known_answers, load_icons
     ka = known_answers(icons)
     assert len(ka) > 900
     q = torch.stack([icon_tensor(p) for _, p in ka]).flatten(1)

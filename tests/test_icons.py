@@ -13,7 +13,7 @@ FLOORS = {"pixel-cos": (0.65, 0.73), "embedding-cos": (0.44, 0.57), "trak": (0.6
 
 @pytest.fixture(scope="module")
 def icons_engine():
-    from explorer.data import data_missing
+    from explorer.datasets import data_missing
     from explorer.engine import Engine
     if why := data_missing("icons"):
         if os.environ.get("CI"):
@@ -25,7 +25,7 @@ def icons_engine():
 def test_known_answers_per_method_meet_the_measured_floors_and_reproduce(icons_engine):
     from explorer.attribution.features import KNOWN_UID
     from explorer.attribution.timesteps import TimestepStrategy
-    from explorer.icons import ICON_ROOT, icon_tensor, known_answers
+    from explorer.datasets.icons import ICON_ROOT, icon_tensor, known_answers
     from explorer.task import Query
     eng = icons_engine
     kn = eng.results.lesson()["known"]
@@ -66,11 +66,11 @@ def test_the_class_mix_splits_the_top_proponents_by_artist(icons_engine):
 
 
 def test_without_the_themes_the_icons_model_is_not_offered(monkeypatch, tmp_path):
-    import explorer.icons
+    import explorer.datasets.icons
     from explorer import ui
     if "icons" not in ui._trained():
         pytest.skip("no icons model in assets/")
-    monkeypatch.setattr(explorer.icons, "ICON_ROOT", str(tmp_path))
+    monkeypatch.setattr(explorer.datasets.icons, "ICON_ROOT", str(tmp_path))
     assert "icons" not in ui.available_datasets() and "digits" in ui.available_datasets()
     note = ui.unavailable_note()
     assert note.startswith("The icons model is not offered here") and "apt-get" not in note

@@ -35,7 +35,7 @@ def test_attention_is_vmappable_and_matches_a_loop():
 
 
 def test_short_training_lowers_loss_and_is_deterministic():
-    from explorer.data import load_digits
+    from explorer.datasets import load_digits
     x = load_digits().train_x[:256]
     cfg = TrainConfig(epochs=6, batch_size=64, n_checkpoints=2)
     seen = []
@@ -52,7 +52,7 @@ def test_short_training_lowers_loss_and_is_deterministic():
 def test_an_interrupted_training_run_resumes_to_the_same_weights(tmp_path):
     """Stop after the state written at epoch 2 of 4 (the interruption), resume from the state file:
     same weights and losses as one uninterrupted run."""
-    from explorer.data import load_digits
+    from explorer.datasets import load_digits
     x = load_digits().train_x[:128]
     cfg, state = TrainConfig(epochs=4, batch_size=64, n_checkpoints=0), str(tmp_path / "state.pt")
     whole = make_unet(_cfg(), seed=0)
@@ -78,7 +78,7 @@ def test_an_interrupted_training_run_resumes_to_the_same_weights(tmp_path):
 def test_batched_ensemble_training_matches_one_at_a_time():
     """Two models trained as one vmapped ensemble equal the same two trained separately."""
     from explorer.batched_train import train_batched
-    from explorer.data import load_digits
+    from explorer.datasets import load_digits
     x = load_digits().train_x
     xs, cfg = [x[:96], x[96:192]], TrainConfig(epochs=2, batch_size=32, n_checkpoints=0)
     alone = [make_unet(_cfg(), seed=0) for _ in xs]

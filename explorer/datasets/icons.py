@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .core import Dataset, stratified_split
+
 THEMES = {"oxygen": "oxygen/base/{size}x{size}", "tango": "Tango/{size}x{size}"}
 ICON_ROOT = os.environ.get("EXPLORER_ICON_ROOT", "/usr/share/icons")
 BACKGROUND = (255, 255, 255)  # every icon over white, the way a file manager shows it
@@ -70,9 +72,9 @@ def icon_files(root: str = ICON_ROOT) -> list[tuple[str, str, str]]:
     return out
 
 
-def load_icons(root: str = ICON_ROOT, val_fraction: float = 0.15, seed: int = 0):
+def load_icons(root: str | None = None, val_fraction: float = 0.15, seed: int = 0) -> Dataset:
     """The icons ``Dataset``; FileNotFoundError naming the packages to install when they are absent."""
-    from .data import Dataset, stratified_split
+    root = root or ICON_ROOT
     if why := missing_themes(root):
         raise FileNotFoundError(f"{why} (looked under {root})")
     files = icon_files(root)

@@ -1,0 +1,62 @@
+"""The emoji dataset: the shipped 32×32 arrays (what the app reads) and their build from the npm packages."""
+import os
+
+import numpy as np
+import pytest
+
+from explorer.datasets import emoji
+
+
+def test_shipped_arrays_hold_three_artists_with_names_and_authors():
+    a = emoji.read_arrays()
+    assert a.noto.shape == (1911, 32, 32, 3) and a.lora.shape == (580, 32, 32, 3) and a.lora.dtype == np.uint8
+    rows = a.meta["lora"]
+    assert [r["style"] for r in rows[:4]] == ["twemoji", "openmoji"] * 2 and rows[0]["key"] == rows[1]["key"]
+    assert {r["category"] for r in rows} == set(emoji.LORA_CATEGORIES)
+    authors = {r["author"] for r in rows if r["style"] == "openmoji"}
+    assert len(authors) > 30 and "Sofie Ascherl" in authors  # OpenMoji credits each designer
+    assert {r["author"] for r in rows if r["style"] == "twemoji"} == {emoji.ARTISTS["twemoji"]}
+    assert {p["sha256"] for p in a.meta["packages"].values()} and all(len(p["sha256"]) == 64 for p in a.meta["packages"].values())
+    # white background, and the two styles of one concept differ more than noise
+    assert (a.lora[:, 0, 0] == 255).all(axis=1).mean() > 0.95
+    assert np.abs(a.lora[0].astype(int) - a.lora[1]).mean() > 10
+    ds = emoji.load_emoji()
+    assert len(ds.train_idx) + len(ds.val_idx) == 580 and ds.meta["caption"][0].endswith(", twemoji")
+    styles, names = ds.train_styles
+    assert names == ["openmoji", "twemoji"] and abs((styles == 0).mean() - 0.5) < 0.02
+
+
+def test_missing_or_half_written_arrays_name_the_build_command(tmp_path):
+    assert emoji.BUILD in emoji.missing_arrays(str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="precompute data --dataset emoji"):
+        emoji.read_arrays(str(tmp_path))
+    a = emoji.read_arrays()
+    meta = {**a.meta, "lora": a.meta["lora"][:-1]}
+    emoji.write_arrays({"noto": a.noto, "lora": a.lora}, meta, str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="disagree"):
+        emoji.read_arrays(str(tmp_path))
+
+
+def _tarballs():
+    folder = os.environ.get("EXPLORER_NPM_CACHE", os.path.expanduser("~/.cache/explorer-npm"))
+    try:
+        return emoji.fetch_packages(folder)
+    except RuntimeError as e:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(str(e))
+
+
+def test_build_from_the_npm_packages_reproduces_the_shipped_rows():
+    """Rebuilds ten LoRA concepts (both styles, SVG rendering included) and their Noto drawings from the
+    tarballs, checksummed against the recorded sha256: the same bytes as the shipped rows."""
+    shipped = emoji.read_arrays()
+    tarballs = _tarballs()
+    keys = {r["key"] for r in shipped.meta["lora"][::58]}
+    arrays, meta = emoji.build_arrays(tarballs, only=keys)
+    for k, p in meta["packages"].items():
+        assert p["sha256"] == shipped.meta["packages"][k]["sha256"], k
+    for part in ("noto", "lora"):
+        rows = [i for i, r in enumerate(shipped.meta[part]) if r["key"] in keys]
+        assert meta[part] == [shipped.meta[part][i] for i in rows]
+        np.testing.assert_array_equal(arrays[part], getattr(shipped, part)[rows])
