@@ -19,6 +19,7 @@ import math
 import os
 import re
 import shutil
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -117,13 +118,14 @@ def encode(text_encoder, ids: torch.Tensor) -> torch.Tensor:
 def train_text_to_image(unet, text_encoder, x: torch.Tensor, ids: torch.Tensor, empty_ids: torch.Tensor,
                         cfg: T2ITrainConfig, params: list[torch.nn.Parameter], state_file: str | None = None,
                         state_every: int = 5, progress: bool = False,
-                        on_epoch: Callable[[int, float], None] | None = None) -> list[float]:
+                        on_epoch: Callable[[int, float], None] | None = None) -> TrainLog:
     """Minimise L_Simple over ``params`` only (the base: every UNet and text-encoder weight; a LoRA: its
     adapters), captions ``ids`` (N, L) of images ``x`` (N, C, H, W), each replaced by ``empty_ids`` with
     probability ``cfg.cond_drop``. Shuffling, drops, timesteps and noise come from one generator seeded
     with ``cfg.seed``. With ``state_file`` the state (trainable weights, optimiser, schedule, generator,
     losses) is written every ``state_every`` epochs (atomically) and a run resumes from it with the same
-    result as an uninterrupted one. Returns per-epoch mean losses."""
+    result as an uninterrupted one. Returns the per-epoch mean losses and the training wall time (the
+    interrupted runs' time included)."""
     from tqdm.auto import tqdm
     gen = torch.Generator().manual_seed(cfg.seed)
     abar = alphas_cumprod()
@@ -134,7 +136,7 @@ def train_text_to_image(unet, text_encoder, x: torch.Tensor, ids: torch.Tensor, 
     names = {id(p): k for m, prefix in ((unet, "unet."), (text_encoder, "text.")) for k, p in
              ((prefix + k, p) for k, p in m.named_parameters())}
     trainable = lambda: {names[id(p)]: p.detach().clone() for p in params}
-    losses, start = [], 1
+    losses, start, before, t0 = [], 1, 0.0, time.time()
     if state_file and os.path.exists(state_file):
         state = torch.load(state_file, weights_only=False)
         with torch.no_grad():
@@ -143,7 +145,7 @@ def train_text_to_image(unet, text_encoder, x: torch.Tensor, ids: torch.Tensor, 
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
         gen.set_state(state["gen"])
-        losses, start = state["losses"], len(state["losses"]) + 1
+        losses, start, before = state["losses"], len(state["losses"]) + 1, state["seconds"]
     fused_attention(unet, True)  # training needs no vmap: fused attention is 1.4× faster on CPU
     unet.train(), text_encoder.train()
     for epoch in tqdm(range(start, cfg.epochs + 1), initial=start - 1, total=cfg.epochs, disable=not progress,
@@ -169,11 +171,18 @@ def train_text_to_image(unet, text_encoder, x: torch.Tensor, ids: torch.Tensor, 
             on_epoch(epoch, losses[-1])
         if state_file and epoch % state_every == 0 and epoch < cfg.epochs:
             torch.save({"params": trainable(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                        "gen": gen.get_state(), "losses": losses}, state_file + ".tmp")
+                        "gen": gen.get_state(), "losses": losses, "seconds": before + time.time() - t0},
+                       state_file + ".tmp")
             os.replace(state_file + ".tmp", state_file)
     unet.eval(), text_encoder.eval()
     fused_attention(unet, False)
-    return losses
+    return TrainLog(losses, before + time.time() - t0)
+
+
+@dataclass
+class TrainLog:
+    losses: list[float]
+    seconds: float
 
 
 def fused_attention(unet, on: bool):
@@ -228,7 +237,7 @@ def load_pipeline(folder: str):
     from transformers import CLIPTextModel, PreTrainedTokenizerFast
     if not os.path.isfile(os.path.join(folder, "unet", "config.json")):
         raise CheckpointError(f"no text-to-image model at {folder!r}. Train it with "
-                              f"`python -m precompute train --dataset emoji`.")
+                              f"`python -m precompute base --dataset emoji`.")
     unet = UNet2DConditionModel.from_pretrained(os.path.join(folder, "unet"), local_files_only=True)
     text_encoder = CLIPTextModel.from_pretrained(os.path.join(folder, "text_encoder"), local_files_only=True)
     tokenizer = PreTrainedTokenizerFast.from_pretrained(os.path.join(folder, "tokenizer"), local_files_only=True)

@@ -71,22 +71,12 @@ def run_base(threads: int | None = None) -> dict:
     ids, empty = t2i.tokenize(tokenizer, captions), t2i.tokenize(tokenizer, [""])[0]
     os.makedirs(STATE, exist_ok=True)
     state = os.path.join(STATE, f"emoji_base_{recipe}.pt")
-    log = os.path.join(STATE, f"emoji_base_{recipe}.log")
-    elapsed = 0.0
     if os.path.exists(state):
-        elapsed = float(json.load(open(log + ".json"))["seconds"]) if os.path.exists(log + ".json") else 0.0
         print(f"emoji base: resuming the interrupted run ({state})")
-    t0 = time.time()
-
-    def on_epoch(epoch, loss):
-        with open(log + ".json.tmp", "w") as f:
-            json.dump({"epoch": epoch, "loss": loss, "seconds": elapsed + time.time() - t0}, f)
-        os.replace(log + ".json.tmp", log + ".json")
-
     params = list(unet.parameters()) + list(text_encoder.parameters())
-    losses = t2i.train_text_to_image(unet, text_encoder, x, ids, empty, BASE_TRAIN, params, state_file=state,
-                                     progress=True, on_epoch=on_epoch)
-    seconds = elapsed + time.time() - t0
+    log = t2i.train_text_to_image(unet, text_encoder, x, ids, empty, BASE_TRAIN, params, state_file=state,
+                                  progress=True)
+    losses, seconds = log.losses, log.seconds
     t2i.save_pipeline(unet, text_encoder, tokenizer, folder)
     t1 = time.time()
     samples = t2i.sample(unet, text_encoder, tokenizer, SHOW, list(range(len(SHOW))))
@@ -99,8 +89,7 @@ def run_base(threads: int | None = None) -> dict:
             "train_images_per_second": BASE_TRAIN.epochs * len(x) / seconds, "threads": torch.get_num_threads(),
             "ddim50_guided_seconds_per_image": sample_s, "sample_prompts": SHOW}
     write_json(paths.info, {**info, "dataset": "emoji", "base": base})
-    for f in (state, log + ".json"):
-        if os.path.exists(f):
-            os.remove(f)
+    if os.path.exists(state):
+        os.remove(state)
     print(f"emoji base: loss {losses[-1]:.4f} after {BASE_TRAIN.epochs} epochs, {seconds / 60:.0f} min")
     return base

@@ -9,7 +9,8 @@ os.environ.setdefault("EXPLORER_CACHE", tempfile.mkdtemp(prefix="explorer-cache-
 import pytest
 import torch
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# EXPLORER_THREADS=1 while a background job holds the other core (two 2-thread processes on 2 cores run 100× slower)
+torch.set_num_threads(int(os.environ.get("EXPLORER_THREADS", max(1, min(2, os.cpu_count() or 1)))))
 
 
 @pytest.fixture(scope="session")

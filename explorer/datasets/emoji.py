@@ -63,7 +63,10 @@ def over_white(img: Image.Image, size: int = SIZE) -> np.ndarray:
 
 
 def render_svg(svg: bytes, size: int = SIZE) -> np.ndarray:
-    import resvg_py  # only the build needs it
+    try:
+        import resvg_py  # only the build needs it
+    except ImportError as e:
+        raise RuntimeError("rendering OpenMoji's SVGs needs resvg: pip install resvg-py==0.5.0") from e
     png = resvg_py.svg_to_bytes(svg_string=svg.decode("utf-8"), width=RENDER, height=RENDER)
     return over_white(Image.open(io.BytesIO(bytes(png))), size)
 

@@ -1,0 +1,74 @@
+"""The text-to-image model of the emoji setting on a tiny config: tokenizer, resumable training, guided
+DDIM sampling and the pipeline folder round trip."""
+import torch
+
+from explorer import text2image as t2i
+
+CAPTIONS = ["red apple", "green apple, twemoji", "hot dog", "t-rex, openmoji", "dog face"]
+TINY = t2i.TextToImageConfig(sample_size=8, block_out_channels=(8, 16, 16), norm_num_groups=4, attention_head_dim=2,
+                             text_hidden=16, text_layers=1, text_heads=2, max_length=8)
+
+
+def _setup(seed=0):
+    tok = t2i.build_tokenizer(CAPTIONS, TINY.max_length)
+    unet, te = t2i.make_text_to_image(TINY, tok, seed=seed)
+    x = torch.rand(len(CAPTIONS), 3, 8, 8, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    return tok, unet, te, x, t2i.tokenize(tok, CAPTIONS), t2i.tokenize(tok, [""])[0]
+
+
+def test_tokenizer_is_the_captions_vocabulary_and_names_unknown_words():
+    tok = t2i.build_tokenizer(CAPTIONS, 8)
+    assert len(tok) == 4 + len({"red", "apple", "green", "twemoji", "hot", "dog", "t-rex", "openmoji", "face"})
+    ids = t2i.tokenize(tok, ["Red APPLE!", "a purple t-rex"])
+    assert ids.shape == (2, 8) and ids[0, 0] == tok.bos_token_id and ids[0, 3] == tok.eos_token_id
+    assert ids[1, 1] == ids[1, 2] == tok.unk_token_id and ids[1, 3] == tok.convert_tokens_to_ids("t-rex")
+    assert t2i.unknown_words(tok, "A purple T-Rex, openmoji") == ["a", "purple"]
+
+
+def test_training_resumes_to_the_same_weights_and_touches_only_its_parameters(tmp_path):
+    cfg = t2i.T2ITrainConfig(epochs=4, batch_size=2, lr=1e-3)
+    tok, unet, te, x, ids, empty = _setup()
+    text_before = {k: v.clone() for k, v in te.state_dict().items()}
+    whole = t2i.train_text_to_image(unet, te, x, ids, empty, cfg, list(unet.parameters()))
+    assert all(torch.equal(v, te.state_dict()[k]) for k, v in text_before.items())  # only the given params move
+    _, unet2, te2, *_ = _setup()
+    state = str(tmp_path / "state.pt")
+    # interrupt after epoch 3 (the state holds epoch 2), then resume in fresh objects
+    try:
+        t2i.train_text_to_image(unet2, te2, x, ids, empty, cfg, list(unet2.parameters()), state_file=state,
+                                state_every=2, on_epoch=_stop_at(3))
+    except KeyboardInterrupt:
+        pass
+    _, unet3, te3, *_ = _setup()
+    resumed = t2i.train_text_to_image(unet3, te3, x, ids, empty, cfg, list(unet3.parameters()), state_file=state,
+                                      state_every=2)
+    assert resumed.losses == whole.losses and resumed.seconds > 0
+    for (k, a), b in zip(unet.state_dict().items(), unet3.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+def _stop_at(epoch):
+    def f(e, loss):
+        if e == epoch:
+            raise KeyboardInterrupt
+    return f
+
+
+def test_sampling_is_seeded_guided_and_survives_the_pipeline_folder(tmp_path):
+    tok, unet, te, *_ = _setup()
+    a = t2i.sample(unet, te, tok, ["red apple", "hot dog"], [0, 1], steps=5)
+    assert a.shape == (2, 3, 8, 8) and a.abs().max() <= 1
+    assert torch.equal(a, t2i.sample(unet, te, tok, ["red apple", "hot dog"], [0, 1], steps=5))
+    unguided = t2i.sample(unet, te, tok, ["red apple", "hot dog"], [0, 1], steps=5, guidance=1.0)
+    assert not torch.allclose(a, unguided)
+    t2i.save_pipeline(unet, te, tok, str(tmp_path / "pipe"))
+    unet2, te2, tok2 = t2i.load_pipeline(str(tmp_path / "pipe"))
+    assert tok2.get_vocab() == tok.get_vocab()
+    torch.testing.assert_close(t2i.sample(unet2, te2, tok2, ["red apple", "hot dog"], [0, 1], steps=5), a)
+
+
+def test_a_missing_pipeline_names_the_command(tmp_path):
+    import pytest
+    from explorer.models import CheckpointError
+    with pytest.raises(CheckpointError, match="precompute base --dataset emoji"):
+        t2i.load_pipeline(str(tmp_path))
