@@ -16,9 +16,9 @@ import sys
 
 from tqdm.auto import tqdm
 
-from .attribution.methods import METHODS, get_method
+from .attribution.registry import METHODS, get_method
 from .attribution.timesteps import TimestepStrategy
-from .cache import CacheError, atomic_write, write_json
+from .files import CacheError, atomic_write, write_json
 from .datasets import IMAGE_EXTENSIONS, ImageError, open_image
 from .engine import Engine
 

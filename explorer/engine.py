@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from .attribution.kernel import TopK, blockwise_topk
-from .attribution.methods import Method, get_method
+from .attribution.registry import get_method
+from .attribution.method import Method
 from .attribution.timesteps import TimestepStrategy
 from .evaluation.results import EvalResults, s_key
 from .store import FeatureStore, Progress
@@ -47,9 +48,15 @@ def query_split(query: Query) -> str:
 
 class Engine:
     def __init__(self, dataset: str, projector: str | None = None, k: int = 4096, seed: int = 0, device: str = "cpu",
-                 root: str | None = None, cache_dir: str | None = None):
+                 root: str | None = None, cache_dir: str | None = None, build_in_worker: bool = False):
+        """``build_in_worker``: missing training features are built by a worker process at lower CPU priority
+        (``explorer.build_worker``), as the app does, instead of in this process."""
         self.task = Task(dataset, root, device)
-        self.store = FeatureStore(self.task, projector, k, seed, cache_dir, device)
+        runner = None
+        if build_in_worker:
+            from .build_worker import run_in_worker
+            runner = run_in_worker
+        self.store = FeatureStore(self.task, projector, k, seed, cache_dir, device, runner)
         self.results = EvalResults(self.task.paths.eval)
 
     @property

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .attribution.methods import get_method
+from .attribution.registry import get_method
 
 DUPLICATE_METHODS = ("dtrak", "trak", "nda")
 KNOWN_METHODS = ("pixel-cos", "embedding-cos", "trak", "dtrak", "nda")  # icons: the 48×48 drawings

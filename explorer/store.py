@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -29,6 +30,22 @@ EXACT_MAX_BYTES = 600_000_000  # exact (unprojected) features are the default wh
 
 class BuildStopped(RuntimeError):
     """Every caller waiting for a build left; it stopped after its current shard and resumes later."""
+
+
+@dataclass(frozen=True)
+class BuildOrder:
+    """One feature set to build, as a fresh process needs it (all picklable): see ``explorer.build_worker``."""
+    dataset: str
+    root: str
+    projector: str
+    k: int
+    seed: int
+    cache_dir: str
+    device: str
+    model_dir: str
+    output_fn: str
+    strategy: TimestepStrategy
+
 
 
 class _Job:
@@ -109,8 +126,11 @@ def parse_projection(name: str) -> tuple[str, int]:
 
 class FeatureStore:
     def __init__(self, task: Task, projector: str | None = None, k: int = 4096, seed: int = 0,
-                 cache_dir: str | None = None, device: str = "cpu"):
-        self.task, self.seed, self.device = task, seed, device
+                 cache_dir: str | None = None, device: str = "cpu",
+                 runner: Callable[[BuildOrder, Progress, Callable[[], bool]], None] | None = None):
+        """``runner(order, progress, should_stop)`` builds missing features elsewhere (a worker process,
+        ``explorer.build_worker.run_in_worker``) into this store's cache; None builds them in this process."""
+        self.task, self.seed, self.device, self.runner = task, seed, device, runner
         if projector is None:
             projector, k = default_projection(len(task.data.train_idx), sum(p.numel() for p in task.model.parameters()))
         self.projector, self.k = projector, k
@@ -187,8 +207,13 @@ class FeatureStore:
         model = self.model(model_dir)
 
         def job(report: Progress, should_stop: Callable[[], bool]) -> Features:
-            feats = cache.build(folder, expected, len(self.task.data.train_idx), self._rows(model, spec, should_stop),
-                                report)
+            if self.runner is not None:
+                self.runner(BuildOrder(self.task.paths.dataset, self.task.paths.root, self.projector, self.k, self.seed,
+                                       self.cache_dir, self.device, model_dir, output_fn, strategy), report, should_stop)
+                feats = cache.load(folder, expected)
+            else:
+                feats = cache.build(folder, expected, len(self.task.data.train_idx),
+                                    self._rows(model, spec, should_stop), report)
             self.gram(feats)  # part of the build, so the first visitor after it does not wait for the kernel
             return feats
 
@@ -254,20 +279,10 @@ class FeatureStore:
             self._kernels[key] = Kernel(feats, self.gram(feats))
         return self._kernels[key]
 
-    def residuals(self, model_dir: str, strategy: TimestepStrategy) -> np.ndarray:
-        """Each training image's RMS residual ‖ε − ε_θ(x_t, t)‖/√d over the strategy's timesteps and the
-        features' seeded noise (DAS); forward passes only (seconds for digits at S = 100)."""
-        from .attribution.das import residual_sizes
-        return self._fitted("das", residual_sizes, model_dir, strategy)
-
-    def ekfac(self, model_dir: str, strategy: TimestepStrategy) -> list:
-        """The model's EK-FAC factors over the training set at the strategy's timesteps (EK-FAC influence)."""
-        from .attribution.ekfac import fit_ekfac
-        return self._fitted("ekfac", fit_ekfac, model_dir, strategy)
-
-    def _fitted(self, name: str, fit: Callable, model_dir: str, strategy: TimestepStrategy):
-        """``fit(model, training images, their uids, strategy, seed)``, once per (name, model, timesteps);
-        kept in memory for the life of the engine."""
+    def fitted(self, name: str, fit: Callable, model_dir: str, strategy: TimestepStrategy):
+        """A method's fit over the training set — ``fit(model, training images, their uids, strategy, seed)``
+        (DAS's residuals, EK-FAC's factors) — once per (name, model, timesteps); kept in memory for the
+        life of the engine. The fit is the method's; the store only memoises it."""
         key = (name, model_dir, strategy.key)
         if key not in self._fits:
             data = self.task.data
@@ -290,16 +305,6 @@ class FeatureStore:
         chunks = [blocks for _, blocks in
                   fc.grads.chunks(x, fc.noise([q.uid for q in queries], tuple(x.shape[1:])), fc.ts)]
         return fc, [torch.cat(col) for col in zip(*chunks)]  # chunked: memory bounded like the features
-
-    def ekfac(self, model_dir: str, strategy: TimestepStrategy) -> list:
-        """The model's EK-FAC factors over the training set at the strategy's timesteps (kept in memory)."""
-        key = ("ekfac", model_dir, strategy.key)
-        if key not in self._fits:
-            from .attribution.ekfac import fit_ekfac
-            data = self.task.data
-            self._fits[key] = fit_ekfac(self.model(model_dir), data.train_x, [int(u) for u in data.train_idx],
-                                             strategy, self.seed)
-        return self._fits[key]
 
     def journey_gradients(self, model_dir: str, output_fn: str, queries: list) -> np.ndarray:
         fc = FeatureComputer(self.model(model_dir), self.spec(output_fn, TimestepStrategy()), self.device)

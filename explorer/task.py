@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .attribution.features import FRESH_UID, GENERATED_UID, UPLOAD_UID
-from .cache import read_json
+from .files import read_json
 from .classifier import load_classifier
 from .datasets import Dataset, load_dataset, to_model_tensor
 from .attribution.timesteps import seeded_noise

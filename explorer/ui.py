@@ -18,10 +18,10 @@ import numpy as np
 import torch
 
 from . import ASSETS, CACHE, plots
-from .attribution.methods import METHODS, get_method
+from .attribution.registry import METHODS, get_method
 from .attribution.outputs import OUTPUT_FUNCTIONS
 from .attribution.timesteps import T, TimestepStrategy
-from .cache import CacheError
+from .files import CacheError
 from .compare import class_mix, group_shares, overlap_at_k, spearman
 from .datasets import ImageError, data_missing, open_image
 from .engine import TIMESTEP_PROJECTION, Attribution, Engine
@@ -67,12 +67,15 @@ def unavailable_note() -> str:
             if missing else "")
 
 
+BUILD_IN_WORKER = os.environ.get("EXPLORER_BUILD_WORKER", "1") == "1"  # builds never share the page's process
+
+
 @lru_cache(maxsize=8)
 def _engine(dataset: str, projection: str | None) -> Engine:
     if projection is None:
-        return Engine(dataset)
+        return Engine(dataset, build_in_worker=BUILD_IN_WORKER)
     projector, k = parse_projection(projection)
-    return Engine(dataset, projector=projector, k=k)
+    return Engine(dataset, projector=projector, k=k, build_in_worker=BUILD_IN_WORKER)
 
 
 def engine(dataset: str, projection: str | None = None) -> Engine:

@@ -1,7 +1,8 @@
 """``python -m precompute <stage> --dataset D``: stages train, ensemble, features, lds, counterfactual, lesson, all.
 
 The emoji text-to-image setting has its own stages: ``data`` (the drawings from the npm packages) and
-``base`` (the base text-to-image model, resumable): ``python -m precompute data --dataset emoji``.
+``base`` (the base text-to-image model) and ``lora`` (its LoRA fine-tune on two artists), all resumable:
+``python -m precompute all --dataset emoji``.
 
 ``ensemble`` trains only the 50 % subset models the ensemble methods need (``lds`` trains them too).
 Your own images: ``python -m precompute all --dataset NAME --data FOLDER`` trains the model (and a
@@ -17,7 +18,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m precompute", description=__doc__, allow_abbrev=False)
-    p.add_argument("stage", choices=["data", "base", "train", "ensemble", "features", "lds", "counterfactual",
+    p.add_argument("stage", choices=["data", "base", "lora", "train", "ensemble", "features", "lds", "counterfactual",
                                               "lesson", "all"])
     p.add_argument("--dataset", required=True, help="digits, shapes, a name for --data, or a path to an image folder")
     p.add_argument("--data", default=None, help="train: an image folder (class sub-folders become labels); the "
@@ -35,9 +36,9 @@ def main(argv=None) -> int:
     p.add_argument("--subsets", type=int, default=None, help="number of LDS subsets")
     p.add_argument("--until", default=None, choices=["retrain"], help="lds: stop after retraining + ground truth")
     args = p.parse_args(argv)
-    if args.stage in ("data", "base") and args.dataset != "emoji":
+    if args.stage in ("data", "base", "lora") and args.dataset != "emoji":
         p.error(f"the {args.stage} stage builds the emoji text-to-image setting: use --dataset emoji")
-    everything = ["train", "features"] if args.data else ["data", "base"] if args.dataset == "emoji" else ["train", "ensemble", "features", "lds", "counterfactual", "lesson"]
+    everything = ["train", "features"] if args.data else ["data", "base", "lora"] if args.dataset == "emoji" else ["train", "ensemble", "features", "lds", "counterfactual", "lesson"]
     stages = everything if args.stage == "all" else [args.stage]
     used = {"subsets": {"lds"}, "until": {"lds"}, "method": {"features"}, "address": {"features", "ensemble", "lds", "counterfactual"},
             "data": {"train"}, "resolution": {"train"}, "channels": {"train"}, "model": {"train"}}
@@ -64,9 +65,9 @@ def main(argv=None) -> int:
 
 def run_stages(args, stages: list[str], cfg) -> None:
     for stage in stages:
-        if stage in ("data", "base"):
+        if stage in ("data", "base", "lora"):
             from . import emoji
-            emoji.run_data() if stage == "data" else emoji.run_base()
+            {"data": emoji.run_data, "base": emoji.run_base, "lora": emoji.run_lora}[stage]()
         elif stage == "train" and args.model:
             from . import adopt
             adopt.run(args.dataset, args.model, args.data, seed=args.seed)

@@ -14,7 +14,7 @@ import os
 
 import torch
 
-from explorer.cache import write_json
+from explorer.files import write_json
 from explorer.classifier import ClassifierConfig, save_classifier, train_classifier
 from explorer.datasets import load_dataset, save_split
 from explorer.images import grid

@@ -16,9 +16,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from explorer.attribution.methods import METHODS, get_method
+from explorer.attribution.registry import METHODS, get_method
 from explorer.attribution.timesteps import TimestepStrategy, seeded_noise
-from explorer.cache import CacheError, load_npy, read_json, save_npy, save_npz, write_json
+from explorer.files import CacheError, load_npy, read_json, save_npy, save_npz, write_json
 from explorer.evaluation import counterfactual as cf
 from explorer.evaluation.lds import evaluate, make_subsets, masks_from_subsets, measured_outputs, predictions
 from explorer.evaluation.results import SPLITS, EvalResults, s_key

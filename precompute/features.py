@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from tqdm.auto import tqdm
 
-from explorer.attribution.methods import get_method
+from explorer.attribution.registry import get_method
 from explorer.attribution.timesteps import TimestepStrategy
 from explorer.engine import Engine
 

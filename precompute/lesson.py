@@ -23,7 +23,7 @@ import numpy as np
 
 from explorer.attribution.features import KNOWN_UID
 from explorer.attribution.timesteps import TimestepStrategy
-from explorer.cache import write_json
+from explorer.files import write_json
 from explorer.engine import TIMESTEP_PROJECTION, Engine
 from explorer.lesson import DUPLICATE_METHODS, KNOWN_METHODS, LESSON
 from explorer.store import parse_projection

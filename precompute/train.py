@@ -10,7 +10,7 @@ from dataclasses import asdict, replace
 
 import torch
 
-from explorer.cache import read_json, write_json
+from explorer.files import read_json, write_json
 from explorer.classifier import ClassifierConfig, save_classifier, train_classifier
 from explorer.datasets import load_dataset, save_split
 from explorer.images import grid

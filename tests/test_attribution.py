@@ -5,7 +5,7 @@ import torch
 from explorer.attribution.features import FeatureComputer, FeatureSpec
 from explorer.attribution.gradients import GradientComputer, loop_gradients
 from explorer.attribution.kernel import Features, Kernel, blockwise_topk, direct_scores
-from explorer.attribution.methods import METHODS
+from explorer.attribution.registry import METHODS
 from explorer.attribution.outputs import OUTPUT_FUNCTIONS
 from explorer.attribution.projectors import CountSketchProjector, GaussianProjector
 from explorer.attribution.timesteps import TimestepStrategy, seeded_noise
@@ -230,7 +230,8 @@ def test_a_method_registered_from_outside_reaches_the_page_the_api_and_the_evalu
     registered here is offered by the page, answers through the engine, and is in the LDS plan."""
     from dataclasses import dataclass
 
-    from explorer.attribution.methods import SimilarityMethod, register
+    from explorer.attribution.registry import register
+    from explorer.attribution.methods.similarity import SimilarityMethod
     from explorer.engine import Engine
     from explorer.ui import build_app
     from precompute.evaluate import EvalConfig
@@ -284,7 +285,7 @@ def test_das_matches_a_loop_with_the_kernel_solved_directly(tiny_unet):
     """Catches a wrong residual (noise, timesteps, √d, mean over t), a residual applied to the query
     instead of the training image, or a kernel that is not (ΦᵀΦ + λI)⁻¹: DAS against one forward pass
     and one backward per image and t, and the dual solve written out."""
-    from explorer.attribution.das import DAS, residual_sizes
+    from explorer.attribution.methods.das import DAS, residual_sizes
     from explorer.models import alphas_cumprod
     torch.manual_seed(0)
     x, uids, st, lam = torch.rand(6, 1, 8, 8) * 2 - 1, [3, 7, 11, 19, 23, 42], TimestepStrategy("uniform", 3), 0.5
@@ -314,7 +315,7 @@ def test_ekfac_eigenvalues_are_the_exact_gauss_newton_diagonal_and_its_inverse_i
     (1) in each layer's Kronecker eigenbasis, EK-FAC's corrected eigenvalues equal the diagonal of the exact
     Gauss-Newton block Σ_e vec(DW_e)vec(DW_e)ᵀ/N, with DW_e from one autograd call per (image, timestep);
     (2) the damped preconditioner equals a dense solve with (Q_S⊗Q_A) diag(Λ) (Q_S⊗Q_A)ᵀ + λ̄I."""
-    from explorer.attribution.ekfac import fit_ekfac
+    from explorer.attribution.methods.ekfac import fit_ekfac
     from explorer.models import add_noise, alphas_cumprod
     torch.manual_seed(0)
     x, uids, st = torch.rand(3, 1, 8, 8) * 2 - 1, [4, 9, 13], TimestepStrategy("uniform", 2)

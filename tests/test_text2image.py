@@ -72,3 +72,30 @@ def test_a_missing_pipeline_names_the_command(tmp_path):
     from explorer.models import CheckpointError
     with pytest.raises(CheckpointError, match="precompute base --dataset emoji"):
         t2i.load_pipeline(str(tmp_path))
+
+
+def test_lora_starts_as_the_base_trains_alone_and_round_trips_in_the_diffusers_format(tmp_path):
+    import pytest
+
+    from explorer import lora
+    from explorer.models import CheckpointError
+    tok, unet, te, x, ids, empty = _setup()
+    before = t2i.sample(unet, te, tok, ["red apple"], [0], steps=4)
+    base = {k: v.clone() for k, v in unet.state_dict().items()}
+    params = lora.add_lora(unet, lora.LoRAConfig(rank=2, alpha=2))
+    assert len(params) == 4 * 2 * 2 * 4  # 4 projections × (A, B) × (self, cross) × 4 transformer blocks
+    torch.testing.assert_close(t2i.sample(unet, te, tok, ["red apple"], [0], steps=4), before)  # B = 0
+    t2i.train_text_to_image(unet, te, x, ids, empty, t2i.T2ITrainConfig(epochs=2, batch_size=2, lr=1e-2), params)
+    after = unet.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in base.items() if k in after)  # base weights untouched
+    assert not torch.allclose(t2i.sample(unet, te, tok, ["red apple"], [0], steps=4), before)
+    lora.save_lora(unet, str(tmp_path / "lora"))
+    _, fresh, *_ = _setup()
+    lora.load_lora(fresh, str(tmp_path / "lora"), lora.LoRAConfig(rank=2, alpha=2))
+    torch.testing.assert_close(t2i.sample(fresh, te, tok, ["red apple"], [0], steps=4),
+                               t2i.sample(unet, te, tok, ["red apple"], [0], steps=4))
+    _, other, *_ = _setup()
+    with pytest.raises(CheckpointError, match="do not fit this UNet with rank 4"):
+        lora.load_lora(other, str(tmp_path / "lora"), lora.LoRAConfig(rank=4, alpha=4))
+    with pytest.raises(CheckpointError, match="precompute lora"):
+        lora.load_lora(other, str(tmp_path), lora.LoRAConfig())

@@ -15,7 +15,7 @@ from functools import cached_property
 
 import numpy as np
 
-from ..cache import load_npy, read_json, save_npy, write_json
+from ..files import load_npy, read_json, save_npy, write_json
 
 SPLITS = ("validation", "generated")  # split id 0, 1 in queries.npz
 

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .kernel import Features
-from .methods import Method
-from .timesteps import noised_pairs
+from ..kernel import Features
+from ..method import Method
+from ..timesteps import noised_pairs
 
 
 def posterior_weights(train: np.ndarray, xt: np.ndarray, abar: float) -> np.ndarray:
@@ -54,7 +54,7 @@ class DenoiserMethod(Method):
 
     def query_features(self, store, queries, strategy, noise_seed=None) -> list[np.ndarray]:
         """(m, S·d + S): each query noised at every timestep with the engine's seeded noise, then ᾱ_t."""
-        from ..models import alphas_cumprod
+        from ...models import alphas_cumprod
         ts, abar = [int(t) for t in strategy.timesteps()], alphas_cumprod()
         xt, _, _ = noised_pairs(torch.stack([q.x for q in queries]), [q.uid for q in queries], ts, store.seed)
         flat = xt.reshape(len(queries), -1).numpy().astype(np.float64)

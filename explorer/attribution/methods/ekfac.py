@@ -31,8 +31,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .methods import Method
-from .timesteps import TimestepStrategy, noised_pairs
+from ..method import Method
+from ..timesteps import TimestepStrategy, noised_pairs
 
 # the first convolution's input (the noised image) needs no gradient; its output gradient is all we use
 warnings.filterwarnings("ignore", "Full backward hook is firing when gradients are computed with respect to module")
@@ -82,7 +82,7 @@ def _sampled_passes(model, x, uids, strategy: TimestepStrategy, seed: int, draw:
     """Forward + backward of the loss with sampled targets for every (image, timestep), noised with the
     features' seeded ε (``seed``); the targets' draw ``draw`` is seeded on its own. ``on_batch(acts,
     grads)`` receives each layer's (N, P, in+1) inputs and (N, P, out) output gradients."""
-    from ..models import model_lock
+    from ...models import model_lock
     layers, acts, grads = _layers(model), {}, {}
     hooks = []
     for name, m in layers.items():
@@ -167,7 +167,7 @@ class EKFACMethod(Method):
         """Per model: the queries' raw gradient blocks, the projector and the model's EK-FAC factors (the
         preconditioning depends on λ, so it happens in ``score``)."""
         return [store.raw_query_gradients(m, self.output_fn, strategy, queries, noise_seed)
-                + (store.ekfac(m, strategy),) for m in store.model_dirs(self.models)]
+                + (store.fitted("ekfac", fit_ekfac, m, strategy),) for m in store.model_dirs(self.models)]
 
     def score(self, train, query, lam, kernels) -> np.ndarray:
         return np.mean([t.cross(fc.projector(precondition(parts, fc.grads.names, factors, lam)).numpy())

@@ -25,15 +25,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .methods import Method
-from .timesteps import TimestepStrategy, noised_pairs
+from ..method import Method
+from ..timesteps import TimestepStrategy, noised_pairs
 
 
 def residual_sizes(model: torch.nn.Module, x: torch.Tensor, uids: list[int], strategy: TimestepStrategy,
                    seed: int = 0, batch: int = 1024) -> np.ndarray:
     """r_i = (1/S) Σ_s ‖ε_s − ε_θ(x_{i,t_s}, t_s)‖ / √d for images x (n, C, H, W), with the seeded
     noise ε(seed, uid_i, t_s) the gradient features use (no gradients)."""
-    from ..models import model_lock
+    from ...models import model_lock
     ts, d = [int(t) for t in strategy.timesteps()], x[0].numel()
     out = np.zeros(len(x))
     per = max(1, batch // len(ts))
@@ -53,7 +53,7 @@ class ResidualWeightedMethod(Method):
     def query_features(self, store, queries, strategy, noise_seed=None) -> list:
         """The query features, and with them the training images' r_i, per model (the score needs both)."""
         feats = super().query_features(store, queries, strategy, noise_seed)
-        return [(q, store.residuals(m, strategy)) for q, m in zip(feats, store.model_dirs(self.models))]
+        return [(q, store.fitted("das", residual_sizes, m, strategy)) for q, m in zip(feats, store.model_dirs(self.models))]
 
     def score(self, train, query, lam, kernels) -> np.ndarray:
         return np.mean([k.scores(q, lam) * r[None] for (q, r), k in zip(query, kernels)], axis=0)

@@ -1,0 +1,58 @@
+"""Builds outside the serving process: the worker writes the same bytes as an in-process build, streams its
+progress, runs at a lower CPU priority, and a stopped build leaves its shards for the next one to resume."""
+import os
+import time
+
+import numpy as np
+import pytest
+
+from explorer.attribution.timesteps import TimestepStrategy
+
+ST = TimestepStrategy("uniform", 1)
+
+
+def _engine(tmp_path, name, worker):
+    from explorer.engine import Engine
+    return Engine("digits", "countsketch", 1024, cache_dir=str(tmp_path / name), build_in_worker=worker)
+
+
+def test_a_worker_build_equals_the_in_process_build(tmp_path):
+    here, there = _engine(tmp_path, "here", False), _engine(tmp_path, "there", True)
+    seen = []
+    there.build("dtrak", ST, lambda done, total: seen.append((done, total)))
+    here.build("dtrak", ST)
+    a = there.store.gradients(there.task.paths.model, "square", ST, build=False)
+    b = here.store.gradients(here.task.paths.model, "square", ST, build=False)
+    assert a.sha == b.sha and np.array_equal(np.asarray(a.rows), np.asarray(b.rows))
+    assert seen[-1] == (1528, 1528) and len(seen) > 2  # progress streamed while it ran
+
+
+def test_the_worker_runs_at_lower_priority(monkeypatch):
+    from explorer import build_worker
+    seen = {}
+    monkeypatch.setattr(build_worker.os, "nice", lambda inc: seen.setdefault("nice", inc))
+    monkeypatch.setattr(build_worker, "FeatureStore", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("stop here")))
+    order = '{"dataset": "digits", "root": "x", "projector": "countsketch", "k": 8, "seed": 0, "cache_dir": "c", ' \
+            '"device": "cpu", "model_dir": "m", "output_fn": "square", "strategy": {"kind": "uniform", "S": 1, ' \
+            '"seed": 0, "ts": []}}'
+    monkeypatch.setattr(build_worker, "Task", lambda *a: None)
+    assert build_worker.main(order) == 1 and seen["nice"] == build_worker.NICE > 0
+
+
+def test_a_stopped_worker_build_resumes_from_its_shards(tmp_path):
+    from explorer.store import BuildStopped
+    eng = _engine(tmp_path, "stop", True)
+    seen = []
+    with pytest.raises(BuildStopped):
+        eng.build("trak", ST, lambda done, total: seen.append(done), left=lambda: len(seen) > 0 and seen[-1] >= 512)
+    time.sleep(1.5)  # the worker is terminated within 0.2 s of the last caller leaving
+    folder = eng.store._folders(eng.task.paths.model, eng.store.spec("simple", ST))[1]
+    shards = [f for f in os.listdir(folder) if f.startswith("shard_")]
+    assert 2 <= len(shards) < 6, shards  # some of the 6 shards of 256 images were written, not all
+    resumed = []
+    eng.build("trak", ST, lambda done, total: resumed.append(done))
+    assert min(d for d in resumed if d > 0) >= 768  # the next build computed only the shards still missing
+    fresh = _engine(tmp_path, "fresh", False)
+    fresh.build("trak", ST)
+    assert eng.store.gradients(eng.task.paths.model, "simple", ST, build=False).sha == \
+        fresh.store.gradients(fresh.task.paths.model, "simple", ST, build=False).sha
