@@ -59,11 +59,15 @@ class FeatureComputer:
             self.projector = make_projector(spec.projector, self.grads.dim, spec.k, spec.seed, device)
         self.ts = torch.tensor(spec.strategy.timesteps())
 
-    def project(self, x0s: torch.Tensor, eps: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
-        """φ of one chunk: the factorized route never forms per-sample gradients; the others project them."""
+    def project(self, x0s: torch.Tensor, eps: torch.Tensor, ts: torch.Tensor,
+                context: torch.Tensor | None = None) -> torch.Tensor:
+        """φ of one chunk: the factorized route never forms per-sample gradients; the others project them.
+        ``context``: the chunk's encoded captions (text-to-image models)."""
         if isinstance(self.projector, FactorizedProjector):
+            if context is not None:
+                raise ValueError("the factorized projection is for unconditional models; use exact or CountSketch")
             return self.projector.features(self.grads, x0s, eps, ts)
-        return self.projector(self.grads.parts(x0s, eps, ts))
+        return self.projector(self.grads.parts(x0s, eps, ts, context))
 
     def chunk_size(self, sample_shape: tuple) -> int:
         """Samples per call; the factorized route holds activations only (1 GiB of them), no per-sample gradients."""
@@ -74,17 +78,21 @@ class FeatureComputer:
     def noise(self, uids: list[int], shape: tuple) -> torch.Tensor:
         return seeded_noise(uids, self.ts.tolist(), shape, self.noise_seed)
 
-    def iter_features(self, x: torch.Tensor, uids: list[int]) -> Iterator[tuple[slice, np.ndarray]]:
-        """Yields (rows, φ rows as float32) for images x (N, C, H, W) with noise uids."""
+    def iter_features(self, x: torch.Tensor, uids: list[int], context: torch.Tensor | None = None
+                      ) -> Iterator[tuple[slice, np.ndarray]]:
+        """Yields (rows, φ rows as float32) for images x (N, C, H, W) with noise uids (and their encoded
+        captions ``context`` (N, L, hidden) for a text-to-image model)."""
         eps = self.noise(uids, tuple(x.shape[1:]))
+        if context is not None:
+            self.grads.context_shape = tuple(context.shape[1:])
         chunk = self.chunk_size(tuple(x.shape[1:]))
         for i in range(0, x.shape[0], chunk):
             rows = slice(i, min(i + chunk, x.shape[0]))
-            yield rows, self.project(x[rows], eps[rows], self.ts).cpu().numpy()
+            yield rows, self.project(x[rows], eps[rows], self.ts, None if context is None else context[rows]).cpu().numpy()
 
-    def __call__(self, x: torch.Tensor, uids: list[int]) -> np.ndarray:
+    def __call__(self, x: torch.Tensor, uids: list[int], context: torch.Tensor | None = None) -> np.ndarray:
         out = np.empty((x.shape[0], self.projector.k), np.float32)
-        for rows, phi in self.iter_features(x, uids):
+        for rows, phi in self.iter_features(x, uids, context):
             out[rows] = phi
         return out
 

@@ -1,8 +1,9 @@
 """Per-sample gradients with ``torch.func`` (functional_call + grad + vmap), chunked.
 
 For a sample x with timesteps t_1..t_S and noises ε_1..ε_S:
-    g(x) = (1/S) Σ_s ∇_θ f(x, t_s, ε_s; θ),   x_{t_s} = √ᾱ_{t_s} x0_s + √(1−ᾱ_{t_s}) ε_s
-where x0_s = x for ordinary features, or the DDIM trajectory's x̂₀ at step s (Journey-TRAK).
+    g(x) = (1/S) Σ_s ∇_θ f(x, t_s, ε_s, c; θ),   x_{t_s} = √ᾱ_{t_s} x0_s + √(1−ᾱ_{t_s}) ε_s
+where x0_s = x for ordinary features, or the DDIM trajectory's x̂₀ at step s (Journey-TRAK), and c the
+sample's own encoded caption for a text-to-image UNet (``context``; none for an unconditional one).
 """
 from __future__ import annotations
 
@@ -54,26 +55,36 @@ class GradientComputer:
         self.abar = sched.alphas_cumprod.to(device)
         self.w = elbo_weights(sched.betas).to(device)
         self._vg = vmap(grad(self._sample_output), in_dims=(None, 0, 0, None))
+        self._vgc = vmap(grad(self._sample_output), in_dims=(None, 0, 0, None, 0))
+        self.context_shape = None  # (L, hidden) of the last context seen: sizes the activation measurement
 
-    def _sample_output(self, params, x0s, eps, ts):
-        """Mean over the S timesteps of f for one sample; x0s, eps: (S, C, H, W), ts: (S,)."""
+    def _sample_output(self, params, x0s, eps, ts, context=None):
+        """Mean over the S timesteps of f for one sample; x0s, eps: (S, C, H, W), ts: (S,), context: (L, hidden)."""
         a = self.abar[ts].view(-1, 1, 1, 1)
         xt = a.sqrt() * x0s + (1 - a).sqrt() * eps
-        pred = functional_call(self.model, {**params, **self.fixed}, (xt, ts)).sample
+        kwargs = {} if context is None else {"encoder_hidden_states": context.expand(len(ts), *context.shape)}
+        pred = functional_call(self.model, {**params, **self.fixed}, (xt, ts), kwargs).sample
         return self.f(pred, eps, ts, self.w).mean()
 
-    def parts(self, x0s: torch.Tensor, eps: torch.Tensor, ts: torch.Tensor) -> list[torch.Tensor]:
-        """x0s: (N, C, H, W) or (N, S, C, H, W); eps: (N, S, C, H, W); ts: (S,) → the gradient
-        as (N, numel) blocks, one per parameter in ``names`` order (views, no copy)."""
+    def parts(self, x0s: torch.Tensor, eps: torch.Tensor, ts: torch.Tensor, context: torch.Tensor | None = None
+              ) -> list[torch.Tensor]:
+        """x0s: (N, C, H, W) or (N, S, C, H, W); eps: (N, S, C, H, W); ts: (S,); context: (N, L, hidden) or
+        None → the gradient as (N, numel) blocks, one per parameter in ``names`` order (views, no copy)."""
         if x0s.dim() == 4:
             x0s = x0s.unsqueeze(1).expand_as(eps)
+        args = (self.params, x0s.to(self.device), eps.to(self.device), ts.to(self.device))
         with model_lock(self.model):  # functional_call swaps the shared module's parameters while it runs
-            g = self._vg(self.params, x0s.to(self.device), eps.to(self.device), ts.to(self.device))
+            if context is None:
+                g = self._vg(*args)
+            else:
+                self.context_shape = tuple(context.shape[1:])
+                g = self._vgc(*args, context.to(self.device))
         return [g[n].reshape(x0s.shape[0], -1) for n in self.names]
 
-    def __call__(self, x0s: torch.Tensor, eps: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x0s: torch.Tensor, eps: torch.Tensor, ts: torch.Tensor,
+                 context: torch.Tensor | None = None) -> torch.Tensor:
         """The (N, dim) gradients: ``parts`` concatenated."""
-        return torch.cat(self.parts(x0s, eps, ts), dim=1)
+        return torch.cat(self.parts(x0s, eps, ts, context), dim=1)
 
     def input_bytes(self, sample_shape: tuple) -> int:
         """Bytes the backward keeps per model input: 3 × every leaf module's output, measured once on one input."""
@@ -84,9 +95,11 @@ class GradientComputer:
             hooks = [m.register_forward_hook(lambda _, i, o: sizes.append(o.numel() if torch.is_tensor(o) else 0))
                      for m in leaves]
             try:
+                kwargs = {} if self.context_shape is None else {
+                    "encoder_hidden_states": torch.zeros(1, *self.context_shape, device=self.device)}
                 with torch.no_grad(), model_lock(self.model):
                     self.model(torch.zeros(1, *key, device=self.device), torch.zeros(1, dtype=torch.long,
-                                                                                    device=self.device))
+                                                                                    device=self.device), **kwargs)
             finally:
                 for h in hooks:
                     h.remove()
@@ -105,25 +118,32 @@ class GradientComputer:
         grads = self.max_grad_bytes // (4 * self.dim) if per_sample_gradients else inputs
         return max(1, min(inputs // S, grads))
 
-    def chunks(self, x0s: torch.Tensor, eps: torch.Tensor, ts: torch.Tensor, chunk: int | None = None
-               ) -> Iterator[tuple[slice, list[torch.Tensor]]]:
+    def chunks(self, x0s: torch.Tensor, eps: torch.Tensor, ts: torch.Tensor, chunk: int | None = None,
+               context: torch.Tensor | None = None) -> Iterator[tuple[slice, list[torch.Tensor]]]:
         """Yields (rows, gradient blocks) for chunks of ``chunk`` samples (default ``chunk_size``)."""
+        if context is not None:
+            self.context_shape = tuple(context.shape[1:])
         chunk = chunk or self.chunk_size(len(ts), tuple(x0s.shape[-3:]))
         for i in range(0, x0s.shape[0], chunk):
-            yield slice(i, min(i + chunk, x0s.shape[0])), self.parts(x0s[i:i + chunk], eps[i:i + chunk], ts)
+            yield slice(i, min(i + chunk, x0s.shape[0])), self.parts(
+                x0s[i:i + chunk], eps[i:i + chunk], ts, None if context is None else context[i:i + chunk])
 
 
-def loop_gradients(model: torch.nn.Module, output_fn: str, x0s: torch.Tensor, eps: torch.Tensor, ts: torch.Tensor
-                   ) -> torch.Tensor:
-    """The slow obvious reference: one ``backward`` per sample (tests compare against it)."""
+def loop_gradients(model: torch.nn.Module, output_fn: str, x0s: torch.Tensor, eps: torch.Tensor, ts: torch.Tensor,
+                   context: torch.Tensor | None = None, param_names: list[str] | None = None) -> torch.Tensor:
+    """The slow obvious reference: one ``backward`` per sample (tests compare against it), with respect to
+    ``param_names`` (default: every parameter)."""
     gc = GradientComputer(model, output_fn)
     if x0s.dim() == 4:
         x0s = x0s.unsqueeze(1).expand_as(eps)
+    params = dict(model.named_parameters())
+    names = list(params) if param_names is None else param_names
     rows = []
     for i in range(x0s.shape[0]):
         model.zero_grad(set_to_none=True)
         a = gc.abar[ts].view(-1, 1, 1, 1)
         xt = a.sqrt() * x0s[i] + (1 - a).sqrt() * eps[i]
-        gc.f(model(xt, ts).sample, eps[i], ts, gc.w).mean().backward()
-        rows.append(torch.cat([p.grad.reshape(-1) for p in model.parameters()]))
+        kwargs = {} if context is None else {"encoder_hidden_states": context[i].expand(len(ts), *context.shape[1:])}
+        gc.f(model(xt, ts, **kwargs).sample, eps[i], ts, gc.w).mean().backward()
+        rows.append(torch.cat([params[n].grad.reshape(-1) for n in names]))
     return torch.stack(rows)
