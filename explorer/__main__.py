@@ -16,7 +16,7 @@ import sys
 
 from tqdm.auto import tqdm
 
-from .attribution.registry import METHODS, get_method
+from .attribution.registry import DEFAULT_METHOD, METHODS, get_method
 from .attribution.timesteps import TimestepStrategy
 from .files import CacheError, atomic_write, write_json
 from .datasets import IMAGE_EXTENSIONS, ImageError, open_image
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
                        allow_abbrev=False)
     a.add_argument("--dataset", required=True, help="a model in assets/ (digits, shapes, or one you trained)")
     a.add_argument("--images", required=True, help="an image file or a folder of images")
-    a.add_argument("--method", default="dtrak", choices=sorted(METHODS))
+    a.add_argument("--method", default=DEFAULT_METHOD, choices=sorted(METHODS))
     a.add_argument("--S", type=int, default=10, help="number of timesteps (uniform)")
     a.add_argument("--lam", type=float, default=None, help="λ (default: the one LDS tuned, else 1)")
     a.add_argument("--top", type=int, default=10)

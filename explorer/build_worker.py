@@ -19,7 +19,7 @@ from typing import Callable
 
 from .attribution.timesteps import TimestepStrategy
 from .store import BuildOrder, BuildStopped, FeatureStore, Progress
-from .task import Task
+from .tasks import open_task
 
 NICE = 10  # added to the worker's niceness: the page's answers come first
 
@@ -68,7 +68,7 @@ def main(order_json: str) -> int:
     o["strategy"] = TimestepStrategy(**{**o["strategy"], "ts": tuple(o["strategy"]["ts"])})
     order = BuildOrder(**o)
     try:
-        store = FeatureStore(Task(order.dataset, order.root, order.device), order.projector, order.k, order.seed,
+        store = FeatureStore(open_task(order.dataset, order.root, order.device), order.projector, order.k, order.seed,
                              order.cache_dir, order.device)
         store.gradients(order.model_dir, order.output_fn, order.strategy,
                         lambda done, total: print(f"progress {done} {total}", flush=True))

@@ -19,7 +19,8 @@ from .attribution.method import Method
 from .attribution.timesteps import TimestepStrategy
 from .evaluation.results import EvalResults, s_key
 from .store import FeatureStore, Progress
-from .task import Query, Task
+from .task import Query
+from .tasks import open_task
 
 DEFAULT_S = 10
 TIMESTEP_PROJECTION = "countsketch4096"  # per-timestep views (Timesteps tab, lesson): one small set per t
@@ -51,7 +52,7 @@ class Engine:
                  root: str | None = None, cache_dir: str | None = None, build_in_worker: bool = False):
         """``build_in_worker``: missing training features are built by a worker process at lower CPU priority
         (``explorer.build_worker``), as the app does, instead of in this process."""
-        self.task = Task(dataset, root, device)
+        self.task = open_task(dataset, root, device)
         runner = None
         if build_in_worker:
             from .build_worker import run_in_worker

@@ -132,7 +132,7 @@ class FeatureStore:
         ``explorer.build_worker.run_in_worker``) into this store's cache; None builds them in this process."""
         self.task, self.seed, self.device, self.runner = task, seed, device, runner
         if projector is None:
-            projector, k = default_projection(len(task.data.train_idx), sum(p.numel() for p in task.model.parameters()))
+            projector, k = default_projection(len(task.data.train_idx), task.n_attributed_parameters)
         self.projector, self.k = projector, k
         self.cache_dir = cache_dir or task.paths.runtime_features
         self._features: dict = {}
@@ -222,13 +222,14 @@ class FeatureStore:
 
     def _rows(self, model, spec: FeatureSpec, should_stop: Callable[[], bool] = lambda: False):
         """``rows(a, b)`` for ``cache.build``: the features of training images a … b−1."""
-        fc = FeatureComputer(model, spec, self.device)
-        x, uids = self.task.data.train_x, [int(i) for i in self.task.data.train_idx]
+        fc = self._computer(model, spec)
+        x, uids, ctx = self.task.data.train_x, [int(i) for i in self.task.data.train_idx], self.task.train_context
 
         def rows(a, b):
             if should_stop():
                 raise BuildStopped("nobody is waiting for this build any more; it resumes on the next request")
-            return ((slice(a + s.start, a + s.stop), p) for s, p in fc.iter_features(x[a:b], uids[a:b]))
+            return ((slice(a + s.start, a + s.stop), p)
+                    for s, p in fc.iter_features(x[a:b], uids[a:b], None if ctx is None else ctx[a:b]))
         return rows
 
     def open_shards(self, model_dir: str, output_fn: str, strategy: TimestepStrategy) -> int:
@@ -251,11 +252,12 @@ class FeatureStore:
             return 0.0
         key = (self.task.paths.model, output_fn)
         if key not in self._rates:
-            fc = FeatureComputer(self.task.model, self.spec(output_fn, TimestepStrategy("uniform", 8)), self.device)
-            x = self.task.data.train_x[:8]
-            fc(x, list(range(8)))  # warm-up
+            fc = self._computer(self.task.model, self.spec(output_fn, TimestepStrategy("uniform", 8)))
+            x, ctx = self.task.data.train_x[:8], self.task.train_context
+            ctx = None if ctx is None else ctx[:8]
+            fc(x, list(range(8)), ctx)  # warm-up
             t = time.perf_counter()
-            fc(x, list(range(8)))
+            fc(x, list(range(8)), ctx)
             self._rates[key] = 64 / (time.perf_counter() - t)  # model inputs per second
         S = len(strategy.timesteps())
         return len(missing) * len(self.task.data.train_idx) * S / self._rates[key] * 1.1
@@ -293,18 +295,31 @@ class FeatureStore:
     # ---- query features ----
     def query_gradients(self, model_dir: str, output_fn: str, strategy: TimestepStrategy, queries: list,
                         noise_seed: int | None = None) -> np.ndarray:
-        fc = FeatureComputer(self.model(model_dir), self.spec(output_fn, strategy), self.device, noise_seed=noise_seed)
-        return fc(torch.stack([q.x for q in queries]), [q.uid for q in queries])
+        fc = self._computer(self.model(model_dir), self.spec(output_fn, strategy), noise_seed)
+        return fc(torch.stack([q.x for q in queries]), [q.uid for q in queries], self._context(queries))
 
     def raw_query_gradients(self, model_dir: str, output_fn: str, strategy: TimestepStrategy, queries: list,
                             noise_seed: int | None = None) -> tuple:
         """(the feature computer, the queries' unprojected gradient blocks): for methods that transform
         the gradient before projecting it (EK-FAC)."""
-        fc = FeatureComputer(self.model(model_dir), self.spec(output_fn, strategy), self.device, noise_seed=noise_seed)
+        fc = self._computer(self.model(model_dir), self.spec(output_fn, strategy), noise_seed)
         x = torch.stack([q.x for q in queries])
-        chunks = [blocks for _, blocks in
-                  fc.grads.chunks(x, fc.noise([q.uid for q in queries], tuple(x.shape[1:])), fc.ts)]
+        chunks = [blocks for _, blocks in fc.grads.chunks(x, fc.noise([q.uid for q in queries], tuple(x.shape[1:])),
+                                                          fc.ts, context=self._context(queries))]
         return fc, [torch.cat(col) for col in zip(*chunks)]  # chunked: memory bounded like the features
+
+    def _computer(self, model, spec: FeatureSpec, noise_seed: int | None = None) -> FeatureComputer:
+        """Gradients with respect to the task's attributed parameters (a LoRA's adapters; default all)."""
+        return FeatureComputer(model, spec, self.device, self.task.param_names, noise_seed)
+
+    @staticmethod
+    def _context(queries: list) -> torch.Tensor | None:
+        """The queries' encoded captions (text-to-image), stacked; None for unconditional queries."""
+        if all(q.context is None for q in queries):
+            return None
+        if any(q.context is None for q in queries):
+            raise ValueError("a text-to-image model's queries each need a caption")
+        return torch.stack([q.context for q in queries])
 
     def journey_gradients(self, model_dir: str, output_fn: str, queries: list) -> np.ndarray:
         fc = FeatureComputer(self.model(model_dir), self.spec(output_fn, TimestepStrategy()), self.device)

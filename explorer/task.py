@@ -46,9 +46,14 @@ class Query:
     uid: int
     label: str = ""
     trajectory: tuple | None = None  # (timesteps, x0 predictions)
+    caption: str = ""  # text-to-image: the prompt or caption the query is read under
+    context: torch.Tensor | None = None  # its encoded caption (L, hidden)
 
 
 class Task:
+    param_names: list[str] | None = None  # attribution's gradients are taken w.r.t. these (None: all parameters)
+    train_context: torch.Tensor | None = None  # (n, L, hidden) encoded training captions (text-to-image tasks)
+
     def __init__(self, name: str, root: str | None = None, device: str = "cpu"):
         self.paths = AssetPaths(name, **({"root": root} if root else {}))
         self.device = device
@@ -58,6 +63,11 @@ class Task:
         # unlabelled image folders have no classifier: no class reading, no embedding similarity
         self.classifier = load_classifier(self.paths.classifier) if os.path.isdir(self.paths.classifier) else None
         self.data_hash = self.data.fingerprint()
+
+    @property
+    def n_attributed_parameters(self) -> int:
+        params = dict(self.model.named_parameters())
+        return sum(params[n].numel() for n in (self.param_names or params))
 
     def train_query(self, i: int, fresh: bool = False) -> Query:
         """Training image i as a query; ``fresh``: with noise drawn afresh, not its training features' own."""
@@ -120,3 +130,4 @@ def _border(x: torch.Tensor) -> torch.Tensor:
     """Mean of each image's outermost pixel ring (N,)."""
     ring = torch.cat([x[..., 0, :], x[..., -1, :], x[..., :, 0], x[..., :, -1]], -1)
     return ring.flatten(1).mean(1)
+

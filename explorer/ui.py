@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from . import ASSETS, CACHE, plots
-from .attribution.registry import METHODS, get_method
+from .attribution.registry import BASELINE_METHOD, DEFAULT_METHOD, METHODS, get_method
 from .attribution.outputs import OUTPUT_FUNCTIONS
 from .attribution.timesteps import T, TimestepStrategy
 from .files import CacheError
@@ -103,7 +103,7 @@ def warm_up(dataset: str) -> threading.Thread:
     TRAK at S = 10 with the default projection, and their kernels."""
     def run():
         eng = engine(dataset)
-        for name in ("dtrak", "trak"):
+        for name in (DEFAULT_METHOD, BASELINE_METHOD):
             try:
                 eng.attribute(eng.benchmark_query(0) if eng.results.has_queries else eng.task.val_query(0), name)
             except (CacheError, BuildStopped, ValueError) as e:
@@ -646,7 +646,7 @@ def build_app(default_dataset: str | None = None, warm: bool = True) -> gr.Block
                 upload_btn = gr.UploadButton("Upload your own image", file_types=["image"], size="sm",
                                              elem_id="upload")
                 invert = gr.Checkbox(False, label="Invert colours", visible=False)
-                method = gr.Dropdown(choices, value="dtrak", label="Method", elem_id="method")
+                method = gr.Dropdown(choices, value=DEFAULT_METHOD, label="Method", elem_id="method")
                 method_doc = gr.Markdown(latex_delimiters=LATEX)
                 with gr.Accordion("Settings", open=False, elem_id="settings"):
                     strategy = gr.Dropdown(STRATEGY_CHOICES, value="uniform", label="Timesteps")
@@ -684,7 +684,7 @@ def build_app(default_dataset: str | None = None, warm: bool = True) -> gr.Block
                     with gr.Tab("Compare"):
                         gr.Markdown("Two methods on the same query and settings: do they agree on what it came from?")
                         cmp_status = gr.Markdown(visible=False, elem_id="cmp-status")
-                        method_b = gr.Dropdown(choices, value="trak", label="Compare with")
+                        method_b = gr.Dropdown(choices, value=BASELINE_METHOD, label="Compare with")
                         cmp_btn = gr.Button("Compare")
                         with gr.Row(equal_height=False):
                             cmp_query = gr.Image(label="Query", type="filepath", height=150, width=150, scale=0,

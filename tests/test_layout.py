@@ -21,7 +21,7 @@ LAYERS = [
     ["explorer.attribution.methods"],  # one file per family
     ["explorer.attribution.registry"],
     ["explorer.evaluation"],
-    ["explorer.cache", "explorer.task", "explorer.store", "explorer.build_worker", "explorer.engine", "explorer.lesson"],
+    ["explorer.cache", "explorer.task", "explorer.t2i_task", "explorer.tasks", "explorer.store", "explorer.build_worker", "explorer.engine", "explorer.lesson"],
     ["explorer.ui", "explorer.__main__", "precompute"],
 ]
 

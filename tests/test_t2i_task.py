@@ -1,0 +1,67 @@
+"""The text-to-image LoRA task end to end on a tiny pipeline trained here on the shipped emoji drawings: the
+engine attributes with gradients of the LoRA parameters only, each training image under its own caption."""
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from explorer import lora
+from explorer import text2image as t2i
+from explorer.attribution.timesteps import TimestepStrategy
+from explorer.datasets import emoji
+
+TINY = t2i.TextToImageConfig(block_out_channels=(8, 16, 16), norm_num_groups=4, attention_head_dim=2, text_hidden=16,
+                             text_layers=1, text_heads=2)
+ST = TimestepStrategy("uniform", 2)
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    from dataclasses import asdict
+
+    from explorer.engine import Engine
+    root = tmp_path_factory.mktemp("assets")
+    ds = emoji.load_emoji()
+    captions = [ds.meta["caption"][int(i)] for i in ds.train_idx]
+    tok = t2i.build_tokenizer(ds.meta["caption"], TINY.max_length)
+    unet, te = t2i.make_text_to_image(TINY, tok)
+    t2i.save_pipeline(unet, te, tok, str(root / "emoji" / "base"))
+    cfg = lora.LoRAConfig(rank=2, alpha=2)
+    params = lora.add_lora(unet, cfg)
+    few = torch.arange(32)
+    t2i.train_text_to_image(unet, te, ds.train_x[few], t2i.tokenize(tok, [captions[i] for i in few]),
+                            t2i.tokenize(tok, [""])[0], t2i.T2ITrainConfig(epochs=2, batch_size=16, lr=1e-2), params)
+    lora.save_lora(unet, str(root / "emoji" / "lora"))
+    (root / "emoji" / "train.json").write_text(json.dumps({"dataset": "emoji", "lora": {"lora": asdict(cfg)}}))
+    return Engine("emoji", root=str(root), cache_dir=str(root / "cache"))
+
+
+def test_the_task_attributes_the_lora_parameters_under_each_caption(engine):
+    task = engine.task
+    assert engine.store.projection == "exact"  # a LoRA this small fits the exact kernel
+    assert task.n_attributed_parameters == sum(p.numel() for n, p in task.model.named_parameters() if "lora_" in n)
+    assert task.train_context.shape[0] == len(task.data.train_idx)
+    # each training row is the gradient of that drawing under its own caption and noise
+    rows = engine.store.gradients(task.paths.model, "square", ST).dense()
+    own = engine.store.query_gradients(task.paths.model, "square", ST, [task.train_query(i) for i in (0, 7, 101)])
+    np.testing.assert_allclose(rows[[0, 7, 101]], own, rtol=0, atol=1e-3 * np.abs(own).max())  # float16 rows
+    lam = 1e-9  # LoRA gradients here are ~1e-3: the unit-scale fallback λ = 1 would swamp the kernel
+    firsts = [int(engine.attribute(task.train_query(i), "dtrak", ST, lam).top.proponents[0][0]) for i in (0, 7, 101)]
+    assert firsts == [0, 7, 101]  # a training image under its own caption and noise finds itself first
+    q = task.train_query(7)
+    renamed = task._captioned(task.train_query(7), "red apple, openmoji")
+    a, b = engine.attribute(q, "dtrak", ST, lam).scores, engine.attribute(renamed, "dtrak", ST, lam).scores
+    assert not np.allclose(a, b)  # the caption is part of the query
+
+
+def test_a_prompt_is_generated_and_attributed_and_unknown_words_are_named(engine):
+    task = engine.task
+    q = task.prompt("red apple, twemoji", seed=3, steps=5)
+    assert q.x.shape == (3, 32, 32) and q.caption == "red apple, twemoji"
+    res = engine.attribute(q, "trak", ST)
+    assert res.scores.shape == (len(task.data.train_idx),) and np.isfinite(res.scores).all()
+    assert task.unknown_words("a purple red apple") == ["a", "purple"]
+    with pytest.raises(ValueError, match="prompt"):
+        task.generated(3)
