@@ -10,10 +10,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .attribution.registry import get_method
+from .attribution.registry import (BASELINE_METHOD, DEFAULT_METHOD, EMBEDDING_METHOD, GRADIENT_FREE_METHOD,
+                                   PIXEL_METHOD, get_method)
 
-DUPLICATE_METHODS = ("dtrak", "trak", "nda")
-KNOWN_METHODS = ("pixel-cos", "embedding-cos", "trak", "dtrak", "nda")  # icons: the 48×48 drawings
+D, B, G = DEFAULT_METHOD, BASELINE_METHOD, GRADIENT_FREE_METHOD
+DUPLICATE_METHODS = (D, B, G)
+KNOWN_METHODS = (PIXEL_METHOD, EMBEDDING_METHOD, B, D, G)  # icons: the 48×48 drawings
 
 
 @dataclass(frozen=True)
@@ -22,7 +24,7 @@ class LessonConfig:
     duplicates_dataset: str = "shapes"  # step 2: planted near-duplicate pairs
     known_dataset: str = "icons"  # step 2 too, when installed: copies nobody planted (48×48 drawings)
     query: int = 108  # benchmark image: generated from seed 8, also one of the counterfactual's seeds
-    method: str = "dtrak"
+    method: str = DEFAULT_METHOD
     S: int = 10
     k: int = 8
     walk: tuple[int, ...] = (50, 500, 950)  # timesteps of the walk: late (details), middle, early (coarse)
@@ -108,12 +110,12 @@ def _known(icons) -> tuple[str, Panel | None, dict]:
     m = kn["methods"]
     items = []
     for j in range(3):  # the first three pairs, as stored (not the best ones)
-        first = m["dtrak"]["top"][j][0]
+        first = m[D]["top"][j][0]
         # Pillow's built-in font has no "×": the captions say 48x48
         items += [(icon_tensor(os.path.join(ICON_ROOT, kn["files"][j])), ["48x48 drawing", kn["files"][j].split("/")[-1][:14]]),
                   (icons.data.train_x[first], ["D-TRAK #1", "ORIGINAL" if first == kn["original"][j] else "not it"])]
-    numbers = {"icons_pairs": len(kn["original"]), "icons_dtrak_top1": m["dtrak"]["top1"],
-               "icons_pixel_top1": m["pixel-cos"]["top1"]}
+    numbers = {"icons_pairs": len(kn["original"]), "icons_dtrak_top1": m[D]["top1"],
+               "icons_pixel_top1": m[PIXEL_METHOD]["top1"]}
     text = (f" Nobody planted copies in the *icons* set, yet {numbers['icons_pairs']} of its Oxygen icons also ship "
             f"drawn at 48×48: queried with that drawing, D-TRAK finds the 32×32 original first for "
             f"**{numbers['icons_dtrak_top1']:.0%}** (raw pixel cosine: {numbers['icons_pixel_top1']:.0%}).")
@@ -124,7 +126,7 @@ def step_duplicates(eng, icons=None) -> Step:
     d = eng.results.lesson().get("duplicates")
     if d is None:
         raise LessonMissing(f"{eng.task.paths.dataset} has no stored duplicate search (python -m precompute lesson)")
-    p, k = LESSON.pair, len(d["methods"]["dtrak"]["top"][0])
+    p, k = LESSON.pair, len(d["methods"][D]["top"][0])
     original, copy = d["original"][p], d["copy"][p]
     rank = {m: r["rank"][p] + 1 for m, r in d["methods"].items()}
     top5 = {m: sum(int(x < 5) for x in r["rank"]) for m, r in d["methods"].items()}
@@ -133,21 +135,21 @@ def step_duplicates(eng, icons=None) -> Step:
     panels = [Panel("Query: a planted copy, and the original it was copied from",
                     [(eng.data.train_x[copy], ["query", "(the copy)"]), (eng.data.train_x[original], ["ORIGINAL", "(the answer)"])])]
     panels += [Panel(f"{get_method(m).label}: top {k}",
-                     _tiles(eng, d["methods"][m]["top"][p], d["methods"][m]["scores"][p], mark)) for m in ("dtrak", "trak")]
+                     _tiles(eng, d["methods"][m]["top"][p], d["methods"][m]["scores"][p], mark)) for m in (D, B)]
     known_text, known_panel, known_numbers = _known(icons)
     return Step(
         TITLES[1],
         f"A test with a known answer. We planted {n_pairs} near-copies in the *shapes* training set: an image and "
         f"the same image with a little pixel noise. Query the copy and ask which training image it came from. "
         f"The copy itself is a training image, so it comes first; the right answer is its ORIGINAL. Here "
-        f"D-TRAK ranks the original **#{rank['dtrak']}**, TRAK **#{rank['trak']}**. Over all {n_pairs} pairs, the "
-        f"original is in the top 5 for **{top5['dtrak']} of {n_pairs}** under D-TRAK and **{top5['trak']} of "
-        f"{n_pairs}** under TRAK (NDA, which needs no gradients: {top5['nda']} of {n_pairs}).{known_text}",
+        f"D-TRAK ranks the original **#{rank[D]}**, TRAK **#{rank[B]}**. Over all {n_pairs} pairs, the "
+        f"original is in the top 5 for **{top5[D]} of {n_pairs}** under D-TRAK and **{top5[B]} of "
+        f"{n_pairs}** under TRAK (NDA, which needs no gradients: {top5[G]} of {n_pairs}).{known_text}",
         "Top row: the query and the answer we know. Then each method's top proponents, best first; the "
         "original is marked ORIGINAL where a method found it.",
         panels + ([known_panel] if known_panel else []), [],
-        {"dtrak_rank": rank["dtrak"], "trak_rank": rank["trak"], "dtrak_top5": top5["dtrak"],
-         "trak_top5": top5["trak"], "nda_top5": top5["nda"], "pairs": n_pairs, **known_numbers})
+        {"dtrak_rank": rank[D], "trak_rank": rank[B], "dtrak_top5": top5[D],
+         "trak_top5": top5[B], "nda_top5": top5[G], "pairs": n_pairs, **known_numbers})
 
 
 def step_opponents(eng) -> Step:
@@ -204,7 +206,7 @@ def step_lds(eng) -> Step:
     rows = [r for r in res.lds()["rows"] if r["split"] == split]
     if row is None:
         raise LessonMissing(f"{eng.task.paths.dataset} has no LDS results")
-    trak = res.row("trak", LESSON.S, split)
+    trak = res.row(B, LESSON.S, split)
     best = max(rows, key=lambda r: r["lds"])
     report = res.lds()["config"]["report_subsets"]
     rho = row["per_query"][col]
@@ -235,24 +237,24 @@ def step_counterfactual(eng) -> Step:
     res, imgs = loaded
     seed = int(eng.results.queries["gen_seed"][eng.results.split_of(LESSON.query)[1]])
     j = res["seeds"].index(seed)
-    med = {m: res["methods"][m]["l2_median"] for m in ("dtrak", "random")}
-    this = {m: res["methods"][m]["l2"][j] for m in ("dtrak", "random")}
+    med = {m: res["methods"][m]["l2_median"] for m in (D, "random")}
+    this = {m: res["methods"][m]["l2"][j] for m in (D, "random")}
     def tile(key, lines):
         return torch.from_numpy(imgs[key][j].astype(np.float32)), lines
     return Step(
         TITLES[5],
         f"The strongest test: delete the top {res['k']} D-TRAK proponents ({res['k'] / res['n']:.0%} of the data), "
         f"retrain from the same seed, and regenerate from the same noise. If they really made the image, it should "
-        f"change. Here it moves by pixel $L_2$ = **{this['dtrak']:.2f}**, against {this['random']:.2f} when as many "
-        f"random images are removed. Over {len(res['seeds'])} generated images the median is {med['dtrak']:.2f} vs "
-        f"{med['random']:.2f}: **{med['dtrak'] / med['random']:.1f}×** as far.",
+        f"change. Here it moves by pixel $L_2$ = **{this[D]:.2f}**, against {this['random']:.2f} when as many "
+        f"random images are removed. Over {len(res['seeds'])} generated images the median is {med[D]:.2f} vs "
+        f"{med['random']:.2f}: **{med[D] / med['random']:.1f}×** as far.",
         "Left: the image the full model draws. Middle: the same noise after retraining without D-TRAK's top "
         "proponents. Right: after removing as many random images.",
         [Panel(f"Seed {seed}: before and after retraining",
-               [tile("original", ["original", ""]), tile("dtrak", ["− D-TRAK top", f"L2 {this['dtrak']:.2f}"]),
+               [tile("original", ["original", ""]), tile(D, ["− D-TRAK top", f"L2 {this[D]:.2f}"]),
                 tile("random", ["− random", f"L2 {this['random']:.2f}"])])], [],
-        {"dtrak_l2": this["dtrak"], "random_l2": this["random"], "dtrak_median": med["dtrak"],
-         "random_median": med["random"], "ratio": med["dtrak"] / med["random"], "removed": res["k"]})
+        {"dtrak_l2": this[D], "random_l2": this["random"], "dtrak_median": med[D],
+         "random_median": med["random"], "ratio": med[D] / med["random"], "removed": res["k"]})
 
 
 STEPS = (step_attribution, step_duplicates, step_opponents, step_walk, step_lds, step_counterfactual)

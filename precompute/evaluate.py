@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from explorer.attribution.registry import METHODS, get_method
+from explorer.attribution.registry import COUNTERFACTUAL_METHODS, METHODS, S100_METHODS, get_method
 from explorer.attribution.timesteps import TimestepStrategy, seeded_noise
 from explorer.files import CacheError, load_npy, read_json, save_npy, save_npz, write_json
 from explorer.evaluation import counterfactual as cf
@@ -46,12 +46,10 @@ class EvalConfig:
     cf_fraction: float = 0.2  # the paper's 1000 of 5000
     cf_seed: int = 42  # picks the counterfactual queries and the random removals
     cf_S: int = 100
-    cf_methods: tuple = ("trak", "dtrak", "nda")  # besides random removal
+    cf_methods: tuple = COUNTERFACTUAL_METHODS  # besides random removal
     ensemble_models: int = 4
     epochs: int | None = None  # None: the full model's recipe
-    plan: list = field(default_factory=lambda: [(m, 10) for m in METHODS] + [
-        (m, 100) for m in ("dtrak", "trak", "relative-if", "renormalized-if", "grad-dot", "grad-cos", "kernel-avg", "das",
-                           "ekfac", "nda")])
+    plan: list = field(default_factory=lambda: [(m, 10) for m in METHODS] + [(m, 100) for m in S100_METHODS])
 
 
 def runs_dir(dataset: str) -> str:

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from tqdm.auto import tqdm
 
-from explorer.attribution.registry import get_method
+from explorer.attribution.registry import BASELINE_METHOD, DEFAULT_METHOD, get_method
 from explorer.attribution.timesteps import TimestepStrategy
 from explorer.engine import Engine
 
 from .jobs import run_jobs
 
-PLAN = [("dtrak", 10), ("trak", 10)]
+PLAN = [(DEFAULT_METHOD, 10), (BASELINE_METHOD, 10)]  # what the app builds at its first start
 
 
 def run(dataset: str, methods: list[str] | None = None, device: str = "cpu", S: list[int] | None = None,

@@ -116,3 +116,22 @@ def test_the_guard_sees_a_circle_and_an_upward_import():
     broken = {**graph, "explorer.attribution.kernel": graph["explorer.attribution.kernel"] | {"explorer.store"}}
     assert any("explorer.store" in c and "explorer.attribution.kernel" in c for c in circles(broken))
     assert layer_of("explorer.store") > layer_of("explorer.attribution.kernel")
+
+
+def method_name_literals() -> list[str]:
+    """Every string literal in ``explorer/`` and ``precompute/`` outside ``explorer/attribution/`` that is
+    exactly a registered method's name: code asks the registry (or its named roles) instead."""
+    from explorer.attribution.registry import METHODS
+    found = []
+    for root in ("explorer", "precompute"):
+        for path in sorted((ROOT / root).rglob("*.py")):
+            if "attribution" in path.relative_to(ROOT).parts:
+                continue
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in METHODS:
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.value!r}")
+    return found
+
+
+def test_no_method_name_is_written_outside_the_attribution_package():
+    assert method_name_literals() == []

@@ -11,6 +11,11 @@ from .methods import das, ekfac, gradient, journey, nda, similarity
 FAMILIES = [gradient.METHODS, similarity.METHODS, journey.METHODS, gradient.ENSEMBLES, [das.DAS, ekfac.EKFAC, nda.NDA]]
 DEFAULT_METHOD = "dtrak"  # what the page opens on and the CLI uses
 BASELINE_METHOD = "trak"  # what the default is compared with (the paper's baseline)
+GRADIENT_FREE_METHOD = "nda"  # the strongest method without gradients (lesson, counterfactual)
+PIXEL_METHOD, EMBEDDING_METHOD = "pixel-cos", "embedding-cos"  # the similarity baselines the lesson shows
+COUNTERFACTUAL_METHODS = (BASELINE_METHOD, DEFAULT_METHOD, GRADIENT_FREE_METHOD)  # removals retrained, besides random
+S100_METHODS = (DEFAULT_METHOD, BASELINE_METHOD, "relative-if", "renormalized-if", "grad-dot", "grad-cos", "kernel-avg",
+                "das", "ekfac", GRADIENT_FREE_METHOD)  # LDS also at S = 100 (the others cost too much there)
 METHODS: dict[str, Method] = {}
 
 
