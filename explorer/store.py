@@ -92,6 +92,8 @@ class Builds:
                     progress(*job.progress)
                 if left():
                     raise BuildStopped("the page that asked for this build was closed")
+            if progress:  # the last report, which the polling above may have missed
+                progress(*job.progress)
             if job.error is not None:
                 raise job.error
             return job.result
