@@ -28,3 +28,34 @@ def class_mix(labels: np.ndarray, indices: np.ndarray, n_classes: int, groups: n
 def group_shares(groups: np.ndarray, n_groups: int) -> np.ndarray:
     """Fraction of the training set in each group (e.g. each artist's share of the icons)."""
     return np.bincount(groups, minlength=n_groups) / len(groups)
+
+
+def credit(scores: np.ndarray, groups: np.ndarray, n_groups: int, k: int | None = None) -> np.ndarray:
+    """Each contributor's share of the credit for one output: of the positive attribution,
+    share_g = Σ_{i∈g} max(s_i, 0) / Σ_i max(s_i, 0); with ``k``, the share of the top-k proponents
+    instead (|top-k ∩ g| / k). Compare with ``group_shares``: a contributor whose credit exceeds its share
+    of the training set is over-represented in what made this output."""
+    if k is not None:
+        top = np.argsort(-scores, kind="stable")[:k]
+        return np.bincount(groups[top], minlength=n_groups) / k
+    pos = np.maximum(np.asarray(scores, np.float64), 0)
+    total = pos.sum()
+    return np.bincount(groups, weights=pos, minlength=n_groups) / total if total > 0 else np.zeros(n_groups)
+
+
+def target_ranks(scores: np.ndarray, targets) -> np.ndarray:
+    """Per query (row), the 0-based rank of its known answer among the training images (ties count
+    against it: the number of images scored at least as high, itself excluded)."""
+    scores = np.asarray(scores)
+    own = scores[np.arange(len(scores)), np.asarray(targets)]
+    return (scores >= own[:, None]).sum(1) - 1
+
+
+def caption_match(prompts: list[str], captions: list[str], words) -> np.ndarray:
+    """The text baseline: (m, n) Jaccard overlap of each prompt's words with each training caption's."""
+    cw = [set(words(c)) for c in captions]
+    out = np.zeros((len(prompts), len(captions)))
+    for a, p in enumerate(prompts):
+        pw = set(words(p))
+        out[a] = [len(pw & c) / max(1, len(pw | c)) for c in cw]
+    return out

@@ -1,7 +1,8 @@
 """``python -m precompute <stage> --dataset D``: stages train, ensemble, features, lds, counterfactual, lesson, all.
 
 The emoji text-to-image setting has its own stages: ``data`` (the drawings from the npm packages) and
-``base`` (the base text-to-image model) and ``lora`` (its LoRA fine-tune on two artists), all resumable:
+``base`` (the base text-to-image model), ``lora`` (its LoRA fine-tune on two artists; both resumable) and
+``known`` (the known-answer tables of its attribution):
 ``python -m precompute all --dataset emoji``.
 
 ``ensemble`` trains only the 50 % subset models the ensemble methods need (``lds`` trains them too).
@@ -18,7 +19,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m precompute", description=__doc__, allow_abbrev=False)
-    p.add_argument("stage", choices=["data", "base", "lora", "train", "ensemble", "features", "lds", "counterfactual",
+    p.add_argument("stage", choices=["data", "base", "lora", "known", "train", "ensemble", "features", "lds", "counterfactual",
                                               "lesson", "all"])
     p.add_argument("--dataset", required=True, help="digits, shapes, a name for --data, or a path to an image folder")
     p.add_argument("--data", default=None, help="train: an image folder (class sub-folders become labels); the "
@@ -36,9 +37,9 @@ def main(argv=None) -> int:
     p.add_argument("--subsets", type=int, default=None, help="number of LDS subsets")
     p.add_argument("--until", default=None, choices=["retrain"], help="lds: stop after retraining + ground truth")
     args = p.parse_args(argv)
-    if args.stage in ("data", "base", "lora") and args.dataset != "emoji":
+    if args.stage in ("data", "base", "lora", "known") and args.dataset != "emoji":
         p.error(f"the {args.stage} stage builds the emoji text-to-image setting: use --dataset emoji")
-    everything = ["train", "features"] if args.data else ["data", "base", "lora"] if args.dataset == "emoji" else ["train", "ensemble", "features", "lds", "counterfactual", "lesson"]
+    everything = ["train", "features"] if args.data else ["data", "base", "lora", "known"] if args.dataset == "emoji" else ["train", "ensemble", "features", "lds", "counterfactual", "lesson"]
     stages = everything if args.stage == "all" else [args.stage]
     used = {"subsets": {"lds"}, "until": {"lds"}, "method": {"features"}, "address": {"features", "ensemble", "lds", "counterfactual"},
             "data": {"train"}, "resolution": {"train"}, "channels": {"train"}, "model": {"train"}}
@@ -65,9 +66,9 @@ def main(argv=None) -> int:
 
 def run_stages(args, stages: list[str], cfg) -> None:
     for stage in stages:
-        if stage in ("data", "base", "lora"):
+        if stage in ("data", "base", "lora", "known"):
             from . import emoji
-            {"data": emoji.run_data, "base": emoji.run_base, "lora": emoji.run_lora}[stage]()
+            {"data": emoji.run_data, "base": emoji.run_base, "lora": emoji.run_lora, "known": emoji.run_known}[stage]()
         elif stage == "train" and args.model:
             from . import adopt
             adopt.run(args.dataset, args.model, args.data, seed=args.seed)

@@ -11,6 +11,7 @@ Both are resumable (the state is saved every few epochs under ``$EXPLORER_STATE`
     python -m precompute data --dataset emoji
     python -m precompute base --dataset emoji
     python -m precompute lora --dataset emoji
+    python -m precompute known --dataset emoji   # eval/known.json: name match, style credit, cross-artist
 """
 from __future__ import annotations
 
@@ -23,6 +24,9 @@ from dataclasses import asdict
 import numpy as np
 import torch
 
+from explorer.attribution.features import UPLOAD_UID
+from explorer.attribution.registry import BASELINE_METHOD, DEFAULT_METHOD, PIXEL_METHOD, get_method
+from explorer.attribution.timesteps import TimestepStrategy
 from explorer.files import read_json, write_json
 from explorer.datasets import emoji
 from explorer.images import grid
@@ -30,6 +34,7 @@ from explorer.paths import AssetPaths
 from explorer import lora as lora_lib
 from explorer import text2image as t2i
 from explorer.models import weights_fingerprint
+from explorer.task import Query
 
 STATE = os.environ.get("EXPLORER_STATE", os.path.expanduser("~/.cache/explorer/state"))
 BASE = t2i.TextToImageConfig()
@@ -158,3 +163,70 @@ def run_lora() -> dict:
     write_json(paths.info, {**read_json(paths.info), "lora": entry})
     print(f"emoji LoRA: loss {log.losses[-1]:.4f} after {LORA_TRAIN.epochs} epochs, {log.seconds / 60:.1f} min")
     return entry
+
+
+KNOWN_METHODS = (DEFAULT_METHOD, BASELINE_METHOD, PIXEL_METHOD)  # what the LoRA task answers today
+KNOWN_S = 10
+LAMBDA_SCALE = 0.1  # before LDS tunes it: λ = 0.1 · mean ‖φ_i‖² (the gradients' own scale)
+
+
+def known_lambda(engine, method: str, strategy) -> float:
+    feats = engine.store.gradients(engine.task.paths.model, get_method(method).output_fn, strategy)
+    return float(LAMBDA_SCALE * np.mean(feats.norms() ** 2))
+
+
+def run_known(n_prompts: int | None = None, steps: int = 50, dataset: str = "emoji", root: str | None = None,
+              cache_dir: str | None = None, n_uploads: int | None = None, S: int = KNOWN_S) -> dict:
+    """Known answers nobody planted, for the LoRA (``eval/known.json``):
+
+    (a) name match — each training drawing's own caption ("red apple, twemoji") as a prompt; the answer is
+        that drawing: the share of prompts whose answer is ranked first / in the top 5;
+    (b) style credit — for prompts in style A, the share of positive attribution (and of the top 10) that
+        goes to A's drawings, against A's share of the training set;
+    (c) cross-artist — each LoRA concept's Noto drawing (which the LoRA never saw) as an upload under the
+        concept's name finds the concept (either style) first / in the top 5.
+    Baselines: raw-pixel cosine of the generated image, and caption word overlap with the prompt."""
+    from explorer.compare import caption_match, credit, group_shares, target_ranks
+    from explorer.engine import Engine
+    engine = Engine(dataset, root=root, cache_dir=cache_dir)
+    task, ds = engine.task, engine.task.data
+    st = TimestepStrategy("uniform", S)
+    train_caps = [ds.meta["caption"][int(i)] for i in ds.train_idx]
+    pick = np.linspace(0, len(train_caps) - 1, n_prompts or len(train_caps)).round().astype(int)
+    prompts = [train_caps[i] for i in pick]
+    styles = np.array([emoji.LORA_STYLES.index(ds.meta["style"][int(i)]) for i in ds.train_idx])
+    queries = [task.prompt(p, seed=int(j), steps=steps) for j, p in zip(pick, prompts)]
+    scores = {}
+    for m in KNOWN_METHODS:
+        lam = known_lambda(engine, m, st) if get_method(m).uses_lambda else None
+        scores[m] = engine.scores(queries, m, st, lam)
+    scores["caption match"] = caption_match(prompts, train_caps, t2i.words)
+    out = {"prompts": len(prompts), "prompt_list": prompts, "steps": steps, "S": S, "lambda_scale": LAMBDA_SCALE,
+           "style_share_of_training": dict(zip(emoji.LORA_STYLES, group_shares(styles, 2).tolist())), "methods": {}}
+    concept = {r: k for k, r in enumerate(sorted({ds.meta["name"][int(i)] for i in ds.train_idx}))}
+    train_concept = np.array([concept[ds.meta["name"][int(i)]] for i in ds.train_idx])
+    a = emoji.read_arrays()
+    noto = [(k, r) for k, r in enumerate(a.meta["noto"]) if r["name"] in concept][:n_uploads]
+    uploads = [task._captioned(Query("upload", emoji.to_tensor(a.noto[k:k + 1])[0], UPLOAD_UID + k), r["name"])
+               for k, r in noto]
+    for m, s in scores.items():
+        ranks = target_ranks(s, pick)
+        style_credit = {st_name: float(np.mean([credit(s[q], styles, 2)[si] for q in range(len(pick))
+                                                 if styles[pick[q]] == si]))
+                        for si, st_name in enumerate(emoji.LORA_STYLES)}
+        style_top10 = {st_name: float(np.mean([credit(s[q], styles, 2, k=10)[si] for q in range(len(pick))
+                                                if styles[pick[q]] == si]))
+                       for si, st_name in enumerate(emoji.LORA_STYLES)}
+        row = {"name_top1": float(np.mean(ranks == 0)), "name_top5": float(np.mean(ranks < 5)),
+               "style_credit": style_credit, "style_top10": style_top10}
+        if m in KNOWN_METHODS:
+            lam = known_lambda(engine, m, st) if get_method(m).uses_lambda else None
+            up = engine.scores(uploads, m, st, lam)
+            best = np.argsort(-up, axis=1, kind="stable")[:, :5]
+            hit = train_concept[best] == np.array([concept[r["name"]] for _, r in noto])[:, None]
+            row.update({"cross_artist_top1": float(hit[:, 0].mean()), "cross_artist_top5": float(hit.any(1).mean()),
+                        "cross_artist_queries": len(noto)})
+        out["methods"][m] = row
+        print(f"{m}: name match top-1 {row['name_top1']:.1%} top-5 {row['name_top5']:.1%}; style credit {style_credit}")
+    write_json(os.path.join(AssetPaths(dataset, **({"root": root} if root else {})).eval, "known.json"), out)
+    return out

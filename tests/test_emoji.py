@@ -60,3 +60,22 @@ def test_build_from_the_npm_packages_reproduces_the_shipped_rows():
         rows = [i for i, r in enumerate(shipped.meta[part]) if r["key"] in keys]
         assert meta[part] == [shipped.meta[part][i] for i in rows]
         np.testing.assert_array_equal(arrays[part], getattr(shipped, part)[rows])
+
+
+def test_credit_shares_by_contributor_against_a_hand_count():
+    from explorer.compare import credit, group_shares
+    s = np.array([3.0, -1.0, 1.0, 0.5, -2.0, 0.5])
+    g = np.array([0, 0, 1, 2, 2, 1])
+    np.testing.assert_allclose(credit(s, g, 3), [3 / 5, 1.5 / 5, 0.5 / 5])  # positive attribution only
+    np.testing.assert_allclose(credit(s, g, 3, k=2), [0.5, 0.5, 0.0])  # top 2: images 0 and 2
+    np.testing.assert_allclose(credit(-np.ones(6), g, 3), [0, 0, 0])  # nothing positive: no credit
+    np.testing.assert_allclose(group_shares(g, 3), [1 / 3, 1 / 3, 1 / 3])
+
+
+def test_target_ranks_and_the_caption_baseline():
+    from explorer.compare import caption_match, target_ranks
+    from explorer.text2image import words
+    s = np.array([[0.1, 0.9, 0.5], [0.2, 0.2, 0.1]])
+    np.testing.assert_array_equal(target_ranks(s, [1, 0]), [0, 1])  # a tie counts against the answer
+    m = caption_match(["red apple, twemoji"], ["red apple, twemoji", "red apple, openmoji", "dog"], words)
+    np.testing.assert_allclose(m[0], [1.0, 2 / 4, 0.0])

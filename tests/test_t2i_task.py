@@ -65,3 +65,16 @@ def test_a_prompt_is_generated_and_attributed_and_unknown_words_are_named(engine
     assert task.unknown_words("a purple red apple") == ["a", "purple"]
     with pytest.raises(ValueError, match="prompt"):
         task.generated(3)
+
+
+def test_the_known_answer_stage_reports_every_method_and_the_baselines(engine, tmp_path):
+    from precompute.emoji import run_known
+    root = os.path.dirname(engine.task.paths.base)
+    out = run_known(n_prompts=4, steps=3, root=root, cache_dir=str(tmp_path), n_uploads=6, S=2)
+    assert out["prompts"] == 4 and set(out["methods"]) == {"dtrak", "trak", "pixel-cos", "caption match"}
+    assert out["methods"]["caption match"]["name_top1"] == 1.0  # each prompt is a training caption, word for word
+    for m, row in out["methods"].items():
+        assert 0 <= row["name_top1"] <= row["name_top5"] <= 1
+        assert all(0 <= v <= 1 for v in [*row["style_credit"].values(), *row["style_top10"].values()])
+    assert out["methods"]["dtrak"]["cross_artist_queries"] == 6  # LoRA concepts' Noto drawings, as uploads
+    assert os.path.exists(os.path.join(root, "emoji", "eval", "known.json"))
