@@ -38,7 +38,7 @@ from explorer.task import Query
 
 STATE = os.environ.get("EXPLORER_STATE", os.path.expanduser("~/.cache/explorer/state"))
 BASE = t2i.TextToImageConfig()
-BASE_TRAIN = t2i.T2ITrainConfig()
+BASE_TRAIN = t2i.T2ITrainConfig(epochs=300)
 LORA = lora_lib.LoRAConfig()
 LORA_TRAIN = t2i.T2ITrainConfig(epochs=50, batch_size=32, lr=5e-3)
 SHOW = ["red apple", "hot dog", "pizza", "banana", "dog face", "cat face", "frog", "octopus",
@@ -61,7 +61,8 @@ def run_data(packages: str | None = None) -> dict:
 
 
 def tokenizer_for():
-    """One vocabulary for base and LoRA: every word of every caption (names and the style words)."""
+    """One vocabulary for base and LoRA: every word of every caption they train on (names and style words);
+    any other word of a prompt is unknown to the model, and the page names it."""
     _, base_caps = emoji.base_captions()
     return t2i.build_tokenizer(base_caps + emoji.load_emoji().meta["caption"], BASE.max_length)
 
