@@ -21,7 +21,7 @@ import torch
 
 from benchmarks.common import report
 from explorer.attribution.kernel import Features, Kernel
-from explorer.attribution.methods import get_method
+from explorer.attribution.registry import get_method
 from explorer.attribution.factorized import FactorizedProjector
 from explorer.attribution.projectors import CountSketchProjector
 from explorer.attribution.timesteps import TimestepStrategy

@@ -12,7 +12,7 @@ from collections import defaultdict
 import numpy as np
 
 from explorer import ASSETS
-from explorer.attribution.methods import METHODS
+from explorer.attribution.registry import METHODS
 from explorer.evaluation.results import EvalResults
 
 

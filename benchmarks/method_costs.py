@@ -19,7 +19,7 @@ import time
 import numpy as np
 from PIL import Image
 
-from explorer.attribution.methods import METHODS
+from explorer.attribution.registry import METHODS
 from explorer.attribution.timesteps import TimestepStrategy
 from explorer.engine import Engine
 

@@ -91,6 +91,9 @@ class Engine:
                  progress: Progress | None = None, build: bool = True) -> Callable[[float | None], np.ndarray]:
         """λ ↦ (m, n) scores; features and kernels are computed once, so a λ sweep is cheap."""
         m = _method(method)
+        if self.task.train_context is not None and not m.handles_captions:
+            raise ValueError(f"{m.label} does not attribute text-to-image models yet: its fit or query path runs the "
+                             f"model without a caption. Use D-TRAK, TRAK or a similarity method.")
         strategy = strategy or TimestepStrategy("uniform", DEFAULT_S)
         train = m.train_features(self.store, strategy, progress, build)
         kernels = None

@@ -8,6 +8,7 @@ current shard (the finished shards stay on disk, so the next request resumes it)
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 import time
@@ -45,7 +46,6 @@ class BuildOrder:
     model_dir: str
     output_fn: str
     strategy: TimestepStrategy
-
 
 
 class _Job:
@@ -175,8 +175,13 @@ class FeatureStore:
         return os.path.join(self.task.paths.features, name, spec.key), os.path.join(self.cache_dir, name, spec.key)
 
     def _expected(self, model_dir: str, spec: FeatureSpec) -> dict:
-        return {"dataset": self.task.data.name, "data_sha": self.task.data_hash,
-                "weights_sha": weights_fingerprint(self.model(model_dir)), "spec": spec.to_json()}
+        """What a cached feature set must have been built from; a text-to-image task adds its captions'
+        encoding (the same drawings under other captions have other gradients)."""
+        out = {"dataset": self.task.data.name, "data_sha": self.task.data_hash,
+               "weights_sha": weights_fingerprint(self.model(model_dir)), "spec": spec.to_json()}
+        if self.task.train_context is not None:
+            out["captions_sha"] = hashlib.sha256(self.task.train_context.numpy().tobytes()).hexdigest()[:16]
+        return out
 
     def _load(self, model_dir: str, spec: FeatureSpec) -> Features | None:
         shipped, folder = self._folders(model_dir, spec)

@@ -89,6 +89,14 @@ def engine(dataset: str, projection: str | None = None) -> Engine:
     return _engine(dataset, projection)
 
 
+SOURCES = [("Benchmark image", "benchmark"), ("Generate", "generate"), ("Upload", "upload")]
+
+
+def source_choices(dataset: str) -> list:
+    """The query sources this model has: no "Benchmark image" for a model without stored benchmark queries."""
+    return [c for c in SOURCES if c[1] != "benchmark" or engine(dataset).results.has_queries]
+
+
 def first_source(dataset: str) -> str:
     """What the page opens on: a stored benchmark image, or (models without an evaluation) a generated one."""
     return "benchmark" if engine(dataset).results.has_queries else "generate"
@@ -633,8 +641,7 @@ def build_app(default_dataset: str | None = None, warm: bool = True) -> gr.Block
             with gr.Column(scale=1, min_width=260):
                 dataset = gr.Dropdown(datasets, value=default, label="Model", info=unavailable_note() or None)
                 first = first_source(default)
-                source = gr.Radio([("Benchmark image", "benchmark"), ("Generate", "generate"), ("Upload", "upload")],
-                                  value=first, label="Query", elem_id="source")
+                source = gr.Radio(source_choices(default), value=first, label="Query", elem_id="source")
                 bench_index = gr.Number(100, label="Benchmark image # (0–99 real, 100–199 generated)", precision=0,
                                         elem_id="bench-index", visible=first == "benchmark")
                 with gr.Accordion("Browse benchmark images", open=False, visible=first == "benchmark") as bench_box:
@@ -825,7 +832,8 @@ def build_app(default_dataset: str | None = None, warm: bool = True) -> gr.Block
             blank, hidden = plots.message(""), gr.update(value="", visible=False)
             return (None, "", [], [], blank, blank, None, "", None, "", [], [], "", None, None, None, [], "",
                     blank, blank, blank, "", [], "", gr.update(value="", visible=False), gr.update(visible=False),
-                    first_source(d), 100, default_projection(d), benchmark_gallery(d), *[hidden] * 3)
+                    gr.update(choices=source_choices(d), value=first_source(d)), 100, default_projection(d),
+                    benchmark_gallery(d), *[hidden] * 3)
         dataset.change(reset, dataset, [query_img, info, pro, opp, hist, mix, shown, stab, big, big_info, gal_a, gal_b,
                                         cmp_text, t_query, xt_img, x0_img, t_gal, t_text, lds_val, lds_gen, scatter,
                                         scatter_text, cf_gal, cf_table, status, build_btn, source, bench_index,

@@ -47,6 +47,14 @@ def test_the_task_attributes_the_lora_parameters_under_each_caption(engine):
     rows = engine.store.gradients(task.paths.model, "square", ST).dense()
     own = engine.store.query_gradients(task.paths.model, "square", ST, [task.train_query(i) for i in (0, 7, 101)])
     np.testing.assert_allclose(rows[[0, 7, 101]], own, rtol=0, atol=1e-3 * np.abs(own).max())  # float16 rows
+    # the cache is keyed by the captions too: the same drawings under other captions are another feature set
+    spec = engine.store.spec("square", ST)
+    before = engine.store._expected(task.paths.model, spec)["captions_sha"]
+    task.train_context = task.train_context.roll(1, 0)
+    try:
+        assert engine.store._expected(task.paths.model, spec)["captions_sha"] != before
+    finally:
+        task.train_context = task.train_context.roll(-1, 0)
     lam = 1e-9  # LoRA gradients here are ~1e-3: the unit-scale fallback λ = 1 would swamp the kernel
     firsts = [int(engine.attribute(task.train_query(i), "dtrak", ST, lam).top.proponents[0][0]) for i in (0, 7, 101)]
     assert firsts == [0, 7, 101]  # a training image under its own caption and noise finds itself first
@@ -63,6 +71,11 @@ def test_a_prompt_is_generated_and_attributed_and_unknown_words_are_named(engine
     res = engine.attribute(q, "trak", ST)
     assert res.scores.shape == (len(task.data.train_idx),) and np.isfinite(res.scores).all()
     assert task.unknown_words("a purple red apple") == ["a", "purple"]
+    for refused in ("das", "ekfac", "journey-trak"):  # their fits / query paths run the UNet without a caption
+        with pytest.raises(ValueError, match="does not attribute text-to-image models yet"):
+            engine.attribute(q, refused, ST)
+    nda = engine.attribute(q, "nda", ST)  # pixel space: no model call, no caption needed
+    assert nda.scores.shape == res.scores.shape
     with pytest.raises(ValueError, match="prompt"):
         task.generated(3)
 

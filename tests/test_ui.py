@@ -173,6 +173,10 @@ def test_browser_first_view_upload_seed_and_dataset_switch(server, tmp_path):
                                " || document.querySelector('#query-info').innerText === ''", timeout=30_000)
         page.wait_for_function("() => !document.querySelector('#query-info').innerText.includes('upload')",
                                timeout=30_000)
+        # shapes has no stored benchmark queries: the choice is not offered (it was, and then said there were none)
+        page.wait_for_function("() => ![...document.querySelectorAll('#source label')].some("
+                               "l => l.innerText.includes('Benchmark image'))", timeout=30_000)
+        assert page.locator("#source").get_by_text("Generate").count() == 1
         page.context.browser.close()
 
 

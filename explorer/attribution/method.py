@@ -108,6 +108,12 @@ class Method:
         return False
 
     @property
+    def handles_captions(self) -> bool:
+        """False when the method calls the model without a caption (its fit or its query path), so it cannot
+        attribute a text-to-image model yet."""
+        return True
+
+    @property
     def needs_classifier(self) -> bool:
         """True when the method reads the shipped classifier (models of unlabelled folders have none)."""
         return False

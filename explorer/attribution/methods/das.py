@@ -50,6 +50,10 @@ def residual_sizes(model: torch.nn.Module, x: torch.Tensor, uids: list[int], str
 class ResidualWeightedMethod(Method):
     """The kernel score of ``output_fn`` features times each training image's residual size r_i."""
 
+    @property
+    def handles_captions(self) -> bool:
+        return False
+
     def query_features(self, store, queries, strategy, noise_seed=None) -> list:
         """The query features, and with them the training images' r_i, per model (the score needs both)."""
         feats = super().query_features(store, queries, strategy, noise_seed)

@@ -157,6 +157,10 @@ def precondition(parts: list[torch.Tensor], names: list[str], factors: list[Laye
 @dataclass(frozen=True)
 class EKFACMethod(Method):
     """Influence with an EK-FAC curvature: λ is the damping relative to each layer's mean eigenvalue."""
+
+    @property
+    def handles_captions(self) -> bool:
+        return False
     output_fn: str = "simple"
 
     @property

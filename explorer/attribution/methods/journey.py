@@ -14,6 +14,10 @@ class JourneyMethod(Method):
     """Journey-TRAK: the query feature follows the query's own DDIM sampling path."""
 
     @property
+    def handles_captions(self) -> bool:
+        return False
+
+    @property
     def generated_only(self) -> bool:
         return True
 
