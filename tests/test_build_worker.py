@@ -35,7 +35,7 @@ def test_the_worker_runs_at_lower_priority(monkeypatch):
     order = '{"dataset": "digits", "root": "x", "projector": "countsketch", "k": 8, "seed": 0, "cache_dir": "c", ' \
             '"device": "cpu", "model_dir": "m", "output_fn": "square", "strategy": {"kind": "uniform", "S": 1, ' \
             '"seed": 0, "ts": []}}'
-    monkeypatch.setattr(build_worker, "Task", lambda *a: None)
+    monkeypatch.setattr(build_worker, "open_task", lambda *a: None)
     assert build_worker.main(order) == 1 and seen["nice"] == build_worker.NICE > 0
 
 
