@@ -78,8 +78,10 @@ def main():
                     open_tab(page, tab)
                     if tab == "Compare":
                         page.get_by_role("button", name="Compare").click()
-                    if tab == "Evaluation":
-                        page.get_by_role("button", name="Show evaluation").click()
+                    if tab == "Evaluation":  # opening the tab shows it; the whole tab too (the regenerated images)
+                        page.locator("#cf-plot .js-plotly-plot").wait_for(timeout=60_000)
+                        page.wait_for_timeout(3000)
+                        page.screenshot(path=os.path.join(args.out, f"evaluation_full{suffix}.png"), full_page=True)
                     if tab == "Lesson":  # one picture per step
                         for j in range(1, LESSON_STEPS + 1):
                             page.locator(f"#lesson-step-{j}").click()

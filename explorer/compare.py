@@ -59,3 +59,18 @@ def caption_match(prompts: list[str], captions: list[str], words) -> np.ndarray:
         pw = set(words(p))
         out[a] = [len(pw & c) / max(1, len(pw | c)) for c in cw]
     return out
+
+
+def nearest(samples: np.ndarray, train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per sample, the training image nearest in pixels and its distance: argmin_i ‖x − x_i‖₂ / √d."""
+    a = np.asarray(samples, np.float64).reshape(len(samples), -1)
+    b = np.asarray(train, np.float64).reshape(len(train), -1)
+    d2 = (a ** 2).sum(1)[:, None] - 2 * a @ b.T + (b ** 2).sum(1)[None]
+    best = d2.argmin(1)
+    return best, np.sqrt(np.maximum(d2[np.arange(len(a)), best], 0) / a.shape[1])
+
+
+def legibility(samples: np.ndarray, train: np.ndarray, targets) -> float:
+    """The share of samples prompted with a training image's caption whose nearest training image is that
+    image (chance: 1 / len(train)): a model that cannot draw what it was asked scores near zero."""
+    return float(np.mean(nearest(samples, train)[0] == np.asarray(targets)))

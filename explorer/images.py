@@ -35,22 +35,6 @@ def grid(x: torch.Tensor, ncol: int = 8, scale: int = 4, pad: int = 1) -> Image.
     return canvas
 
 
-def labelled(x: torch.Tensor, size: int, lines: list[str]) -> Image.Image:
-    """A square tile: the image upscaled by an integer factor (nearest neighbour, crisp pixels) above
-    ``lines`` of text on white. Square, so a gallery never crops it; the caption never covers pixels."""
-    strip = 14 * len(lines) + 4
-    img = to_pil(x, max(1, (size - strip) // x.shape[-1])).convert("RGB")
-    font = ImageFont.load_default(size=12)
-    canvas = Image.new("RGB", (size, size), (255, 255, 255))
-    canvas.paste(img, ((size - img.width) // 2, 0))
-    draw = ImageDraw.Draw(canvas)
-    for i, t in enumerate(lines):
-        # Pillow's built-in font has no U+2212 minus sign: an ASCII hyphen instead of a blank box
-        draw.text((size / 2, img.height + 2 + 14 * i), t.replace("\u2212", "-"), fill=(20, 20, 20), font=font,
-                  anchor="ma")
-    return canvas
-
-
 def png_file(x: torch.Tensor | Image.Image, scale: int, folder: str) -> str:
     """``to_pil(x, scale)`` as a PNG under ``folder``, named by its content hash and written once
     (temporary file, then rename): concurrent requests that show the same image never see a file

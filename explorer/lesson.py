@@ -111,8 +111,8 @@ def _known(icons) -> tuple[str, Panel | None, dict]:
     items = []
     for j in range(3):  # the first three pairs, as stored (not the best ones)
         first = m[D]["top"][j][0]
-        # Pillow's built-in font has no "×": the captions say 48x48
-        items += [(icon_tensor(os.path.join(ICON_ROOT, kn["files"][j])), ["48x48 drawing", kn["files"][j].split("/")[-1][:14]]),
+        name = os.path.splitext(kn["files"][j].split("/")[-1])[0]
+        items += [(icon_tensor(os.path.join(ICON_ROOT, kn["files"][j])), ["48×48 drawing", name]),
                   (icons.data.train_x[first], ["D-TRAK #1", "ORIGINAL" if first == kn["original"][j] else "not it"])]
     numbers = {"icons_pairs": len(kn["original"]), "icons_dtrak_top1": m[D]["top1"],
                "icons_pixel_top1": m[PIXEL_METHOD]["top1"]}

@@ -28,8 +28,10 @@ def class_mix(counts: np.ndarray, classes: list[str], title: str, groups: list[s
 
 def lds_bars(rows: list[dict], split: str, labels: dict[str, str]) -> go.Figure:
     """LDS (%) per method × S with the bootstrap 95 % interval as error bars; ``labels`` are the
-    methods' display names."""
+    methods' display names, in the order every chart lists the methods."""
     fig = go.Figure()
+    present = {r["method"] for r in rows if r["split"] == split}
+    order = [labels[m] for m in labels if m in present] + sorted(m for m in present if m not in labels)
     for S in sorted({r["S"] for r in rows if r["split"] == split}, key=lambda s: (s is None, s or 0)):
         sel = [r for r in rows if r["split"] == split and r["S"] == S]
         fig.add_bar(name="no timesteps" if S is None else f"S = {S}", x=[labels.get(r["method"], r["method"]) for r in sel],
@@ -37,6 +39,7 @@ def lds_bars(rows: list[dict], split: str, labels: dict[str, str]) -> go.Figure:
                     error_y=dict(type="data", symmetric=False, array=[100 * (r["ci"][1] - r["lds"]) for r in sel],
                                  arrayminus=[100 * (r["lds"] - r["ci"][0]) for r in sel]))
     fig.update_layout(barmode="group", yaxis_title="LDS (%)", xaxis_tickangle=-40,
+                      xaxis=dict(categoryorder="array", categoryarray=order, dtick=1),
                       legend=dict(orientation="h", y=1.0, yanchor="bottom", x=1, xanchor="right"))  # above the bars
     fig = _layout(fig, f"LDS, {split} images", 440)
     fig.update_layout(margin=dict(l=50, r=10, t=90, b=130), title=dict(y=0.97, x=0.98, xanchor="right"))  # clear of the label
@@ -56,4 +59,35 @@ def lds_scatter(pred: np.ndarray, actual: np.ndarray, rho: float, title: str) ->
     fig.update_layout(xaxis_title="predicted loss (Σ −score over the half)", yaxis_title="measured loss of the retrained model")
     fig = _layout(fig, f"{title}<br>Spearman ρ = {rho:.2f}", 360)
     fig.update_layout(margin=dict(l=60, r=10, t=60, b=50))
+    return fig
+
+
+def counterfactual_points(methods: dict[str, dict], labels: dict[str, str], reference: str = "random") -> go.Figure:
+    """The counterfactual per removal: each generated image's change after retraining without the removed
+    images, as one point per image, in pixel L2 (higher: moved more) and embedding cosine (lower: moved
+    more), with each removal's median as a bar mark and the ``reference`` removal's median as a dashed
+    line across. ``methods``: removal key → {"l2": [...], "cosine": [...]}; ``labels`` as in ``lds_bars``."""
+    from plotly.subplots import make_subplots
+    order = [m for m in labels if m in methods and m != reference] + [reference] * (reference in methods)
+    names = [labels.get(m, m) for m in order]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("pixel L2 (higher: moved more)",
+                                                        "cosine (lower: moved more)"), horizontal_spacing=0.14)
+    for col, key in enumerate(("l2", "cosine"), start=1):
+        for m, name in zip(order, names):
+            v = np.asarray(methods[m][key], float)
+            color = "#9d9d9d" if m == reference else "#4c78a8"
+            fig.add_trace(go.Scatter(x=[name] * len(v), y=v, mode="markers", showlegend=False,
+                                     marker=dict(size=7, color=color, opacity=0.7),
+                                     hovertemplate=f"{name}<br>{key} %{{y:.3f}}<extra></extra>"), row=1, col=col)
+            fig.add_trace(go.Scatter(x=[name], y=[float(np.median(v))], mode="markers", showlegend=False,
+                                     marker=dict(symbol="line-ew-open", size=26, color="#e45756",
+                                                 line=dict(width=3, color="#e45756")),
+                                     hovertemplate=f"{name}<br>median %{{y:.3f}}<extra></extra>"), row=1, col=col)
+        if reference in methods:
+            fig.add_hline(y=float(np.median(methods[reference][key])), line_dash="dash", line_color="#9d9d9d",
+                          row=1, col=col)
+        fig.update_xaxes(categoryorder="array", categoryarray=names, tickangle=-40, row=1, col=col)
+    fig = _layout(fig, "Change after removal<br><sup>red: median · dashed: random removal</sup>", 440)
+    fig.update_layout(margin=dict(l=50, r=10, t=90, b=130))
+    fig.update_annotations(font_size=12)
     return fig

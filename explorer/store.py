@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from . import cache
+from .memory import Held
 from .attribution.features import FeatureComputer, FeatureSpec, embedding_features, pixel_features
 from .attribution.kernel import Features, Kernel
 from .attribution.timesteps import TimestepStrategy
@@ -137,8 +138,8 @@ class FeatureStore:
             projector, k = default_projection(len(task.data.train_idx), task.n_attributed_parameters)
         self.projector, self.k = projector, k
         self.cache_dir = cache_dir or task.paths.runtime_features
-        self._features: dict = {}
-        self._kernels: dict = {}
+        self._features = Held()  # within the process-wide memory budget (least recently used go first)
+        self._kernels = Held()
         self._models: dict = {task.paths.model: task.model}
         self._rates: dict = {}
         self._fits: dict = {}  # per (model, timesteps): DAS residual sizes, EK-FAC factors

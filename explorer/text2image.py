@@ -7,7 +7,9 @@
 - ``diffusers.UNet2DConditionModel`` on 32×32 RGB, ε-prediction, the one DDPM schedule of
   ``explorer.models``.
 
-Training minimises L_Simple = (1/d)‖ε − ε_θ(x_t, t, c)‖² with c the encoded caption, dropped to the empty
+Training minimises L_Simple = (1/d)‖ε − ε_θ(x_t, t, c)‖² (optionally weighted by min(SNR_t, γ)/SNR_t, the
+Min-SNR recipe, for the base only: the LoRA, which is attributed, trains on L_Simple itself) with c the
+encoded caption, dropped to the empty
 caption with probability ``cond_drop`` so that sampling can use classifier-free guidance:
 ε̂ = ε_θ(x_t, t, ∅) + w (ε_θ(x_t, t, c) − ε_θ(x_t, t, ∅)), DDIM with η = 0.
 The base model trains the UNet and the text encoder; a LoRA (``explorer.lora``) trains adapters only.
@@ -20,6 +22,7 @@ import os
 import re
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable
 
@@ -64,6 +67,8 @@ class T2ITrainConfig:
     warmup_fraction: float = 0.05
     grad_clip: float = 1.0
     cond_drop: float = 0.1  # the share of captions replaced by the empty caption (guidance)
+    ema_decay: float = 0.0  # > 0: the returned weights are the exponential moving average θ̄ ← d θ̄ + (1 − d) θ
+    min_snr_gamma: float = 0.0  # > 0: each sample's loss weighted min(SNR_t, γ) / SNR_t (Hang et al. 2023)
     seed: int = 0
 
 
@@ -118,14 +123,16 @@ def encode(text_encoder, ids: torch.Tensor) -> torch.Tensor:
 def train_text_to_image(unet, text_encoder, x: torch.Tensor, ids: torch.Tensor, empty_ids: torch.Tensor,
                         cfg: T2ITrainConfig, params: list[torch.nn.Parameter], state_file: str | None = None,
                         state_every: int = 5, progress: bool = False,
-                        on_epoch: Callable[[int, float], None] | None = None) -> TrainLog:
+                        check: Callable[[int], dict] | None = None, check_every: int = 0) -> TrainLog:
     """Minimise L_Simple over ``params`` only (the base: every UNet and text-encoder weight; a LoRA: its
     adapters), captions ``ids`` (N, L) of images ``x`` (N, C, H, W), each replaced by ``empty_ids`` with
     probability ``cfg.cond_drop``. Shuffling, drops, timesteps and noise come from one generator seeded
     with ``cfg.seed``. With ``state_file`` the state (trainable weights, optimiser, schedule, generator,
     losses) is written every ``state_every`` epochs (atomically) and a run resumes from it with the same
-    result as an uninterrupted one. Returns the per-epoch mean losses and the training wall time (the
-    interrupted runs' time included)."""
+    result as an uninterrupted one. With ``cfg.ema_decay`` the moving average of ``params`` is kept (and saved)
+    and is what the models hold on return. Every ``check_every`` epochs ``check(epoch)`` runs on the models in
+    eval mode holding the averaged weights (a legibility probe, say) and its dict is logged with the epoch.
+    Returns the per-epoch mean losses, the checks and the training wall time (interrupted runs' included)."""
     from tqdm.auto import tqdm
     gen = torch.Generator().manual_seed(cfg.seed)
     abar = alphas_cumprod()
@@ -136,16 +143,19 @@ def train_text_to_image(unet, text_encoder, x: torch.Tensor, ids: torch.Tensor, 
     names = {id(p): k for m, prefix in ((unet, "unet."), (text_encoder, "text.")) for k, p in
              ((prefix + k, p) for k, p in m.named_parameters())}
     trainable = lambda: {names[id(p)]: p.detach().clone() for p in params}
-    losses, start, before, t0 = [], 1, 0.0, time.time()
+    ema = [p.detach().clone() for p in params] if cfg.ema_decay else None
+    losses, checks, start, before, t0 = [], [], 1, 0.0, time.time()
     if state_file and os.path.exists(state_file):
         state = torch.load(state_file, weights_only=False)
         with torch.no_grad():
             for p in params:
                 p.copy_(state["params"][names[id(p)]])
+            for e, p in zip(ema or [], params):
+                e.copy_(state["ema"][names[id(p)]])
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
         gen.set_state(state["gen"])
-        losses, start, before = state["losses"], len(state["losses"]) + 1, state["seconds"]
+        losses, checks, start, before = state["losses"], state["checks"], len(state["losses"]) + 1, state["seconds"]
     fused_attention(unet, True)  # training needs no vmap: fused attention is 1.4× faster on CPU
     unet.train(), text_encoder.train()
     for epoch in tqdm(range(start, cfg.epochs + 1), initial=start - 1, total=cfg.epochs, disable=not progress,
@@ -159,30 +169,61 @@ def train_text_to_image(unet, text_encoder, x: torch.Tensor, ids: torch.Tensor, 
             t = torch.randint(0, T, (len(idx),), generator=gen)
             eps = torch.randn(x[idx].shape, generator=gen)
             pred = unet(add_noise(x[idx], eps, t, abar), t, encode(text_encoder, cond)).sample
-            loss = torch.nn.functional.mse_loss(pred, eps)
+            per = ((pred - eps) ** 2).flatten(1).mean(1)
+            if cfg.min_snr_gamma:
+                snr = abar[t] / (1 - abar[t])
+                per = per * snr.clamp(max=cfg.min_snr_gamma) / snr
+            loss = per.mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             opt.step()
             sched.step()
+            if ema:
+                with torch.no_grad():
+                    torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - cfg.ema_decay)
             total += loss.item() * len(idx)
         losses.append(total / n)
-        if on_epoch:
-            on_epoch(epoch, losses[-1])
+        if check and check_every and (epoch % check_every == 0 or epoch == cfg.epochs):
+            with averaged(params, ema):
+                unet.eval(), text_encoder.eval()
+                checks.append({"epoch": epoch, **check(epoch)})
+                unet.train(), text_encoder.train()
         if state_file and epoch % state_every == 0 and epoch < cfg.epochs:
             torch.save({"params": trainable(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                        "gen": gen.get_state(), "losses": losses, "seconds": before + time.time() - t0},
-                       state_file + ".tmp")
+                        "gen": gen.get_state(), "losses": losses, "checks": checks,
+                        "ema": {names[id(p)]: e for p, e in zip(params, ema or [])},
+                        "seconds": before + time.time() - t0}, state_file + ".tmp")
             os.replace(state_file + ".tmp", state_file)
     unet.eval(), text_encoder.eval()
     fused_attention(unet, False)
-    return TrainLog(losses, before + time.time() - t0)
+    if ema:
+        with torch.no_grad():
+            torch._foreach_copy_(params, ema)
+    return TrainLog(losses, checks, before + time.time() - t0)
 
 
 @dataclass
 class TrainLog:
     losses: list[float]
+    checks: list[dict]
     seconds: float
+
+
+@contextmanager
+def averaged(params: list[torch.nn.Parameter], ema: list[torch.Tensor] | None):
+    """The moving-average weights in ``params`` for the duration (the training weights restored after)."""
+    if not ema:
+        yield
+        return
+    with torch.no_grad():
+        kept = [p.detach().clone() for p in params]
+        torch._foreach_copy_(params, ema)
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            torch._foreach_copy_(params, kept)
 
 
 def fused_attention(unet, on: bool):

@@ -11,7 +11,10 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import uuid
+from collections import OrderedDict
 from functools import lru_cache, wraps
+from typing import Callable
 
 import gradio as gr
 import numpy as np
@@ -26,7 +29,7 @@ from .compare import class_mix, group_shares, overlap_at_k, spearman
 from .datasets import ImageError, data_missing, open_image
 from .engine import TIMESTEP_PROJECTION, Attribution, Engine
 from .evaluation.results import s_key
-from .images import labelled, png_file
+from .images import png_file
 from .lesson import TITLES, LessonMissing, lesson_step
 from .models import CheckpointError
 from .store import BuildStopped, parse_projection
@@ -48,6 +51,12 @@ class Problem(Exception):
 
 def _png(x, scale: int = 1) -> str:
     return png_file(x, scale, os.path.join(CACHE, "png"))
+
+
+def tile(x: torch.Tensor, lines: list[str]) -> tuple[str, str]:
+    """A gallery item: the image upscaled by an integer factor to about ``THUMB`` px (crisp pixels) and its
+    caption as real text, one line each (the page's CSS shows it below the image, never over it)."""
+    return _png(x, max(1, THUMB // x.shape[-1])), "\n".join(lines)
 
 
 def _trained() -> list[str]:
@@ -121,8 +130,9 @@ def warm_up(dataset: str) -> threading.Thread:
     return t
 
 
-def friendly(n_outputs: int, status_index: int = 0):
-    """Turns a visitor's error into a message in the status output; the other outputs keep their content."""
+def friendly(n_outputs: int, status_index: int = 0, cleared: Callable[[], dict[int, object]] | None = None):
+    """Turns a visitor's error into a message in the status output; the other outputs keep their content,
+    except those ``cleared()`` names (index → value): results that no longer answer what the controls say."""
     def wrap(fn):
         @wraps(fn)
         def inner(*args, **kwargs):
@@ -140,6 +150,8 @@ def friendly(n_outputs: int, status_index: int = 0):
                 log.exception("unexpected error in %s", fn.__name__)
                 msg = "Something went wrong on the server (it has been logged). Try another choice."
             out = [gr.skip()] * n_outputs
+            for i, v in (cleared() if cleared else {}).items():
+                out[i] = v
             out[status_index] = gr.update(value=f"⚠️ {msg}", visible=True)
             return out
         return inner
@@ -225,7 +237,7 @@ def gallery(eng: Engine, idx, scores, stability=None, draws: int = 0) -> list:
         if eng.data.train_styles is not None:  # icons: whose drawing it is
             ids, names = eng.data.train_styles
             lines.append(names[ids[i]].capitalize())
-        out.append((_png(labelled(eng.data.train_x[i], THUMB, lines)), None))
+        out.append(tile(eng.data.train_x[i], lines))
     return out
 
 
@@ -275,29 +287,69 @@ def _compute(dataset, source, seed, steps, bench_index, upload, invert, method, 
         res = eng.benchmark_attribution(int(bench_index), method, S, lam, int(k))
     if res is None:
         if not eng.ready(m, st):
-            raise NotReady(eng, m, st)
+            raise NotReady(eng, m, st, q)
         res = eng.attribute(q, m, st, lam, int(k), build=False)
     return eng, q, res
 
 
 class NotReady(Exception):
-    def __init__(self, eng: Engine, m, st: TimestepStrategy):
+    def __init__(self, eng: Engine, m, st: TimestepStrategy, query):
+        self.engine, self.query = eng, query
         secs = eng.estimate_seconds(m, st)
         when = f"about {secs / 60:.0f} min" if secs >= 90 else f"about {max(secs, 1):.0f} s"
         super().__init__(f"{m.label} with {st.label} has not been computed for this model yet: {when} on this "
                          f"machine, once — then it is ready for every visitor. Click **Compute it** to start.")
 
 
-def attribute(dataset, source, seed, steps, bench_index, upload, invert, method, strategy, S, projection, lam, k):
+# what each page shows now: session → the key of its latest answer (a late noise check for another is dropped)
+SHOWING: OrderedDict[str, str | None] = OrderedDict()
+
+
+def answering(request: gr.Request | None, key: str | None) -> None:
+    session = getattr(request, "session_hash", None)
+    if session is not None:
+        SHOWING[session] = key
+        SHOWING.move_to_end(session)
+        while len(SHOWING) > 10_000:
+            SHOWING.popitem(last=False)
+
+
+def still_showing(request: gr.Request | None, key: str | None) -> bool:
+    session = getattr(request, "session_hash", None)
+    return session is None or SHOWING.get(session) == key
+
+
+ATTR_OUTPUTS = 10  # status, query image, text, proponents, opponents, histogram, class mix, shown, stability, build
+
+
+def no_answer() -> dict[int, object]:
+    """The result panels emptied (index into the attribute outputs): what stays must answer the controls."""
+    return {1: None, 2: "", 3: gr.update(value=[], label="Top proponents"), 4: gr.update(value=[]),
+            5: plots.message(""), 6: plots.message(""), 7: None, 8: "", 9: gr.update(visible=False)}
+
+
+def attribute(dataset, source, seed, steps, bench_index, upload, invert, method, strategy, S, projection, lam, k,
+              request: gr.Request = None):
     """Query → status, query image, its description, the settings used, proponents, opponents,
-    histogram, class mix, shown indices, build button."""
+    histogram, class mix, shown (indices and the answer's key), stability line, build button. A setting not
+    computed yet shows the query and, where the results go, what it would cost and the button to start it."""
+    answering(request, None)
     try:
         eng, q, res = _compute(dataset, source, seed, steps, bench_index, upload, invert, method, strategy, S,
                                projection, lam, k)
     except NotReady as e:
-        return [gr.update(value=f"⏳ {e}", visible=True)] + [gr.skip()] * 8 + [gr.update(visible=True)]
+        out = [gr.update(value=f"⏳ {e}", visible=True)] + [None] * (ATTR_OUTPUTS - 1)
+        for i, v in no_answer().items():
+            out[i] = v
+        out[1] = _png(e.query.x, max(1, 128 // e.engine.data.resolution))
+        out[2] = describe_query(dataset, e.query, source, bench_index)
+        out[9] = gr.update(visible=True)
+        return out
     m = get_method(method)
     top = res.top
+    key = uuid.uuid4().hex
+    answering(request, key)
+    checking = m.uses_gradients and not m.generated_only
     return [gr.update(value="", visible=False), _png(q.x, max(1, 128 // eng.data.resolution)),
             describe_query(dataset, q, source, bench_index) + "\n\n" + _settings_text(eng, res),
             gr.update(value=gallery(eng, top.proponents[0], top.proponent_scores[0]), label="Top proponents"),
@@ -305,8 +357,9 @@ def attribute(dataset, source, seed, steps, bench_index, upload, invert, method,
             plots.score_histogram(res.scores),
             mix_plot(eng, top.proponents[0]),
             {"pro": top.proponents[0].tolist(), "opp": top.opponents[0].tolist(),
-             "pro_scores": top.proponent_scores[0].tolist(), "dataset": dataset},
-            gr.update(), gr.update(visible=False)]
+             "pro_scores": top.proponent_scores[0].tolist(), "dataset": dataset, "key": key},
+            "*Checking how stable this answer is under the method's own noise…*" if checking else "",
+            gr.update(visible=False)]
 
 
 def mix_plot(eng: Engine, top: np.ndarray):
@@ -325,8 +378,9 @@ def mix_plot(eng: Engine, top: np.ndarray):
 
 
 def stability(dataset, source, seed, steps, bench_index, upload, invert, method, strategy, S, projection, lam, k,
-              shown, draws: int = 8):
-    """Beside each proponent: in how many of ``draws`` fresh draws of the query's noise it stays in the top-k."""
+              shown, request: gr.Request = None, draws: int = 8):
+    """Beside each proponent: in how many of ``draws`` fresh draws of the query's noise it stays in the top-k.
+    A check that finishes after its page moved on (another query, model or setting) is dropped."""
     m = get_method(method)
     if not shown or shown.get("dataset") != dataset or not m.uses_gradients or m.generated_only:
         return gr.skip(), ""
@@ -336,6 +390,8 @@ def stability(dataset, source, seed, steps, bench_index, upload, invert, method,
         return gr.skip(), "The noise check runs once this method's training features are loaded."
     q = make_query(dataset, source, seed, steps, bench_index, upload, invert)
     tops, counts = eng.stability(q, m, st, _lam(lam), int(k), draws)
+    if not still_showing(request, shown.get("key")):
+        return gr.skip(), gr.skip()
     stay = np.mean([len(set(shown["pro"]) & set(t.tolist())) / len(shown["pro"]) for t in tops])
     return (gallery(eng, shown["pro"], shown["pro_scores"], counts, draws),
             f"**Stability of this answer under the method's own noise:** with {draws} fresh draws of the query's "
@@ -420,7 +476,7 @@ def evaluation(dataset, method, S, bench_index):
         empty = plots.message("No LDS for a model trained elsewhere")
         return (gr.update(value="This model was trained elsewhere and adopted as it is: LDS and the counterfactual "
                                 "need retraining it many times with its own recipe, so they are not available.",
-                          visible=True), empty, empty, empty, "", [], "")
+                          visible=True), empty, empty, empty, "", empty, gr.update(value=[]), "")
     if not res.has_lds:
         msg = (f"No LDS results for {dataset} yet: they need 64 models retrained on random halves of the data, which "
                f"the maintainer runs offline. The counterfactual below is what this model has so far."
@@ -449,26 +505,27 @@ def evaluation(dataset, method, S, bench_index):
 
 
 def _counterfactual(eng: Engine):
+    """(the counterfactual plot, the regenerated images one row per query, the explanation)."""
     loaded = eng.results.counterfactual()
     if loaded is None:
-        return [], "No counterfactual results for this model yet."
+        return plots.message("No counterfactual results for this model yet"), gr.update(value=[]), ""
     res, imgs = loaded
-    names = {"random": "random images", **{m: get_method(m).label for m in res["methods"] if m in METHODS}}
+    labels = {"random": "random images", **{n: m.label for n, m in METHODS.items()}}
+    order = [m for m in labels if m in res["methods"] and m != "random"] + ["random"] * ("random" in res["methods"])
+    fig = plots.counterfactual_points(res["methods"], labels)
     gal = []
     for j, s in enumerate(res["seeds"]):
-        gal.append((_png(labelled(torch.from_numpy(imgs["original"][j].astype(np.float32)), THUMB,
-                                  [f"seed {s}", "original"])), f"seed {s}: the full model's image"))
-        for m, mm in res["methods"].items():
-            gal.append((_png(labelled(torch.from_numpy(imgs[m][j].astype(np.float32)), THUMB,
-                                      [f"− {names[m]}", f"L2 {mm['l2'][j]:.2f}"])),
-                        f"seed {s}: retrained without the top {res['k']} of {names[m]}"))
-    table = (f"Remove {res['k']} of {res['n']} training images (the top 20 % proponents of each generated image, or as "
-             f"many random ones), retrain with the same seed, regenerate from the same noise. If the attribution is "
-             f"right, the image should change more than after a random removal.\n\n"
-             "| removed | median pixel L2 (higher: moved more) | median embedding cosine (lower: moved more) |\n"
-             "|---|---|---|\n" + "\n".join(f"| {names[m]} | {mm['l2_median']:.2f} | {mm['cosine_median']:.3f} |"
-                                          for m, mm in res["methods"].items()))
-    return gal, table
+        gal.append(tile(torch.from_numpy(imgs["original"][j].astype(np.float32)), [f"seed {s}", "full training set"]))
+        for m in order:
+            removed = f"{res['k']} random images" if m == "random" else f"{labels[m]}'s top {res['k']}"
+            gal.append(tile(torch.from_numpy(imgs[m][j].astype(np.float32)),
+                            [f"without {removed}", f"L2 {res['methods'][m]['l2'][j]:.2f}"]))
+    text = (f"**Counterfactual.** For each of {len(res['seeds'])} generated images, the {res['k']} training images "
+            f"(of {res['n']}, 20 %) each method credits most were removed, the model retrained with the same seed "
+            f"and the image regenerated from the same noise; the grey reference removes as many random images. "
+            f"If an attribution is right, its removal moves the image more than the random one. Below: one row per "
+            f"generated image, the original first.")
+    return fig, gr.update(value=gal, columns=1 + len(order)), text
 
 
 def benchmark_gallery(dataset):
@@ -476,9 +533,8 @@ def benchmark_gallery(dataset):
     if not eng.results.has_queries:
         return []
     q = eng.results.queries
-    return [(_png(labelled(torch.from_numpy(x.astype(np.float32)), 48, [f"#{i}"])),
-             f"benchmark image #{i} ({'validation' if s == 0 else 'generated'})")
-            for i, (x, s) in enumerate(zip(q["x"], q["split"]))]
+    return [(_png(torch.from_numpy(x.astype(np.float32)), max(1, 48 // x.shape[-1])),
+             f"#{i} {'real' if s == 0 else 'generated'}") for i, (x, s) in enumerate(zip(q["x"], q["split"]))]
 
 
 def training_image(dataset, shown, which: str, evt: gr.SelectData):
@@ -531,7 +587,7 @@ def _lesson_content(i: int):
     except (LessonMissing, Problem) as e:
         log.warning("lesson step %d: %s", i + 1, e)
         return None
-    panels = tuple((tuple(_png(labelled(x, THUMB, lines)) for x, lines in p.items), p.label) for p in step.panels)
+    panels = tuple((tuple(tile(x, lines) for x, lines in p.items), p.label) for p in step.panels)
     return f"### {i + 1}. {step.title}\n\n{step.text}", f"*What am I looking at?* {step.look}", panels, step.plots
 
 
@@ -545,7 +601,7 @@ def lesson_view(i: int):
         return ([text, ""] + [gr.update(value=[], visible=False) for _ in range(LESSON_PANELS)]
                 + [gr.update(visible=False) for _ in range(2)] + [i] + _step_buttons(i))
     heading, look, panels, step_plots = content
-    gals = [gr.update(value=[(path, None) for path in paths], label=label, visible=True) for paths, label in panels]
+    gals = [gr.update(value=list(items), label=label, visible=True) for items, label in panels]
     figs = [gr.update(value=LESSON_PLOTS[kind](**kw), visible=True) for kind, kw in step_plots]
     return ([heading, look] + gals + [gr.update(value=[], visible=False) for _ in range(LESSON_PANELS - len(gals))]
             + figs + [gr.update(visible=False) for _ in range(2 - len(figs))] + [i] + _step_buttons(i))
@@ -612,14 +668,38 @@ with $e$ the classifier's embedding. If the attribution is right the image chang
 random images (large $L_2$, low cosine).
 """
 LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}]
-HOWTO = ("New to data attribution? Start with the **Lesson** tab. **1.** Pick a query: a benchmark image, a "
+HOWTO = ("New to data attribution? Take the six-step lesson (the button below). **1.** Pick a query: a benchmark image, a "
          "generated seed, or your own upload. **2.** Pick a method (D-TRAK is the paper's). **3.** Read the training "
          "images that most raised (proponents) or lowered (opponents) the model's output; the *Evaluation* tab says "
          "how far each method can be trusted.")
+# after an answer: a message in the result area (a problem, or "not computed yet") is scrolled into view
+SHOW_STATUS = """() => { const s = document.querySelector('#status');
+  if (s && s.offsetParent !== null && s.innerText.trim()) s.scrollIntoView({block: 'center'}); }"""
 CSS = """
 .gallery-item img, #query-img img, #big img, .thumbnail-item img { image-rendering: pixelated; }
 #status, #cmp-status, #t-status, #ev-status { border-left: 4px solid #f59e0b; padding-left: 8px; }
 .katex-display { overflow-x: auto; overflow-y: hidden; }
+/* galleries of tiles: the caption is text below the image (rank, label, score), never over it; rows wrap */
+.tiles .grid-wrap { padding-top: 32px !important; overflow-y: visible !important; height: auto !important;
+  min-height: 0 !important; max-height: none !important; }
+.tiles .grid-container { grid-template-rows: none !important; grid-auto-rows: auto !important; gap: 6px !important;
+  grid-template-columns: repeat(var(--grid-cols), minmax(0, 1fr)) !important; }
+.tiles .thumbnail-item { aspect-ratio: auto !important; height: auto !important; display: flex;
+  flex-direction: column; overflow: visible !important; }
+.tiles .thumbnail-item img { aspect-ratio: 1; object-fit: contain; }
+.tiles .caption-label { position: static !important; max-width: 100% !important; white-space: pre-line !important;
+  font-size: 14px !important; line-height: 1.3; text-align: center !important; border: none !important;
+  background: none !important; opacity: 1 !important; font-variant-numeric: tabular-nums; padding: 2px 0 !important; }
+#start-lesson { max-width: 14em; }
+#cf-gallery .grid-container { max-width: 760px; }
+.tiles .thumbnail-item { max-width: 150px; }
+.tiles .caption-label { overflow-wrap: anywhere; }
+/* a phone: the answer first, the controls below it; four tiles a row */
+@media (max-width: 640px) {
+  #results-col { order: -1; }
+  .tiles .grid-container { grid-template-columns: repeat(4, minmax(0, 1fr)) !important; }
+  .tiles .caption-label { font-size: 12px !important; }
+}
 """
 
 
@@ -634,18 +714,19 @@ def build_app(default_dataset: str | None = None, warm: bool = True) -> gr.Block
     with gr.Blocks(title="Diffusion Attribution Explorer") as demo:
         gr.Markdown("### Diffusion Attribution Explorer — which training images does a diffusion model's output come from?")
         gr.Markdown(HOWTO)
+        lesson_btn = gr.Button("▶ Start the six-step lesson", size="sm", elem_id="start-lesson")
         shown = gr.State(None)
         # the uploaded file: a hidden component (not a State) so API clients can upload through Gradio too
         upload_path = gr.File(None, type="filepath", visible=False, label="Upload (image file)")
-        with gr.Row():
-            with gr.Column(scale=1, min_width=260):
+        with gr.Row(elem_id="main-row"):
+            with gr.Column(scale=1, min_width=260, elem_id="controls-col"):
                 dataset = gr.Dropdown(datasets, value=default, label="Model", info=unavailable_note() or None)
                 first = first_source(default)
                 source = gr.Radio(source_choices(default), value=first, label="Query", elem_id="source")
                 bench_index = gr.Number(100, label="Benchmark image # (0–99 real, 100–199 generated)", precision=0,
                                         elem_id="bench-index", visible=first == "benchmark")
                 with gr.Accordion("Browse benchmark images", open=False, visible=first == "benchmark") as bench_box:
-                    bench_gal = gr.Gallery(columns=8, height=260, allow_preview=False, show_label=False,
+                    bench_gal = gr.Gallery(columns=8, height=260, allow_preview=False, show_label=False, elem_classes=["tiles"],
                                            elem_id="benchmark-queries")
                 seed = gr.Number(0, label="Seed", precision=None, visible=first == "generate", elem_id="seed")
                 seed_msg = gr.Markdown(visible=False, elem_id="seed-msg")
@@ -662,19 +743,20 @@ def build_app(default_dataset: str | None = None, warm: bool = True) -> gr.Block
                     lam = gr.Number(None, label="λ override (empty: the λ LDS tuned)", elem_id="lam")
                     k = gr.Slider(4, 32, 8, step=1, label="How many proponents")
                 go_btn = gr.Button("Attribute", variant="primary", elem_id="attribute")
-            with gr.Column(scale=4):
-                status = gr.Markdown(visible=False, elem_id="status")
-                build_btn = gr.Button("Compute it", visible=False, elem_id="build")
-                with gr.Tabs():
+            with gr.Column(scale=4, elem_id="results-col"):
+                with gr.Tabs() as tabs:
                     with gr.Tab("Attribute"):
                         with gr.Row(equal_height=False):
                             query_img = gr.Image(label="Query", type="filepath", height=150, width=150,
                                                  elem_id="query-img", scale=0, min_width=150, buttons=[])
                             info = gr.Markdown(elem_id="query-info")
-                        pro = gr.Gallery(label="Top proponents", columns=8, height=150, object_fit="contain",
+                        # a problem or a setting not computed yet is said where the results go
+                        status = gr.Markdown(visible=False, elem_id="status")
+                        build_btn = gr.Button("Compute it", visible=False, elem_id="build", variant="primary")
+                        pro = gr.Gallery(label="Top proponents", columns=8, height="auto", elem_classes=["tiles"],
                                          allow_preview=False, elem_id="proponents")
                         stab = gr.Markdown(elem_id="stability")
-                        opp = gr.Gallery(label="Top opponents", columns=8, height=150, object_fit="contain",
+                        opp = gr.Gallery(label="Top opponents", columns=8, height="auto", elem_classes=["tiles"],
                                          allow_preview=False, elem_id="opponents")
                         with gr.Row():
                             big = gr.Image(label="Clicked training image", type="filepath", height=180, scale=0,
@@ -697,8 +779,9 @@ def build_app(default_dataset: str | None = None, warm: bool = True) -> gr.Block
                             cmp_query = gr.Image(label="Query", type="filepath", height=150, width=150, scale=0,
                                                  min_width=150)
                             cmp_text = gr.Markdown()
-                        gal_a = gr.Gallery(label="Method", columns=8, height=150, allow_preview=False)
-                        gal_b = gr.Gallery(label="Compared with", columns=8, height=150, allow_preview=False)
+                        gal_a = gr.Gallery(label="Method", columns=8, height="auto", allow_preview=False, elem_classes=["tiles"])
+                        gal_b = gr.Gallery(label="Compared with", columns=8, height="auto", allow_preview=False,
+                                           elem_classes=["tiles"])
                         gr.Markdown("*What am I looking at?* Each row is one method's top proponents for the same "
                                     "query. *Shared* counts the training images both rows contain; Spearman ρ "
                                     "compares the two methods' scores over the whole training set (1 = same order).")
@@ -716,31 +799,34 @@ def build_app(default_dataset: str | None = None, warm: bool = True) -> gr.Block
                             xt_img = gr.Image(label="Noised query x_t", type="filepath", height=150, width=150)
                             x0_img = gr.Image(label="Model's guess of the clean image x̂₀", type="filepath",
                                               height=150, width=150)
-                        t_gal = gr.Gallery(label="Top proponents at this timestep", columns=8, height=150,
+                        t_gal = gr.Gallery(label="Top proponents at this timestep", columns=8, height="auto", elem_classes=["tiles"],
                                            allow_preview=False)
                         gr.Markdown("*What am I looking at?* x_t is the query with the noise of step t added; x̂₀ is "
                                     "the model's guess of the clean image from it. The row lists the training images "
                                     "whose gradients at this one step best match the query's.")
-                    with gr.Tab("Evaluation"):
+                    with gr.Tab("Evaluation") as ev_tab:
                         gr.Markdown("How far to trust each method: LDS (does it predict retraining?) and the "
                                     "counterfactual (does removing its proponents change the image?).")
-                        ev_btn = gr.Button("Show evaluation")
+                        ev_btn = gr.Button("Show for the chosen method and benchmark image", size="sm")
                         ev_status = gr.Markdown(visible=False, elem_id="ev-status")
                         with gr.Row():
-                            lds_val = gr.Plot(label="LDS, real held-out images", elem_id="lds-val")
                             lds_gen = gr.Plot(label="LDS, generated images", elem_id="lds-gen")
+                            cf_plot = gr.Plot(label="Counterfactual, generated images", elem_id="cf-plot")
                         with gr.Row():
+                            lds_val = gr.Plot(label="LDS, real held-out images", elem_id="lds-val")
                             scatter = gr.Plot(label="Predicted vs measured, for the benchmark image", elem_id="scatter")
-                            scatter_text = gr.Markdown()
+                        scatter_text = gr.Markdown()
                         gr.Markdown("*What am I looking at?* Bars: each method's LDS in %, how well its scores "
                                     "predict the loss of models retrained on random halves of the data (whiskers: "
-                                    "95 % bootstrap interval). Scatter: one dot per retrained model for the chosen "
-                                    "benchmark image; a rising cloud means the scores are right about it.")
+                                    "95 % bootstrap interval). Points: for each generated image, how far it moved "
+                                    "when each method's top proponents were removed and the model retrained. "
+                                    "Scatter: one dot per retrained model for the chosen benchmark image; a rising "
+                                    "cloud means the scores are right about it.")
                         cf_table = gr.Markdown(elem_id="counterfactual")
-                        cf_gal = gr.Gallery(label="Counterfactual: the original and the images regenerated after "
-                                                  "removing training images", columns=8, height="auto",
-                                            allow_preview=False)
-                    with gr.Tab("Lesson", elem_id="lesson-tab") as lesson_tab:
+                        cf_gal = gr.Gallery(label="The original and the images regenerated after each removal",
+                                            columns=5, height="auto", allow_preview=False, elem_classes=["tiles"],
+                                            elem_id="cf-gallery")
+                    with gr.Tab("Lesson", id="lesson", elem_id="lesson-tab") as lesson_tab:
                         gr.Markdown("Six short steps, a minute each, from shipped results (nothing to compute): "
                                     "what attribution is, how to read it, and how far to trust it.")
                         with gr.Row(elem_id="lesson-steps"):
@@ -748,8 +834,8 @@ def build_app(default_dataset: str | None = None, warm: bool = True) -> gr.Block
                                                    min_width=120) for j, title in enumerate(TITLES)]
                         lesson_text = gr.Markdown(elem_id="lesson-text", latex_delimiters=LATEX)
                         lesson_look = gr.Markdown(elem_id="lesson-look")
-                        lesson_gals = [gr.Gallery(columns=9, height=136, allow_preview=False, visible=False, fit_columns=False,
-                                                  object_fit="contain", elem_id=f"lesson-gallery-{j + 1}")
+                        lesson_gals = [gr.Gallery(columns=9, height="auto", allow_preview=False, visible=False,
+                                                  elem_classes=["tiles"], elem_id=f"lesson-gallery-{j + 1}")
                                        for j in range(LESSON_PANELS)]
                         with gr.Row():
                             lesson_plots = [gr.Plot(visible=False, show_label=False, elem_id=f"lesson-plot-{j + 1}")
@@ -762,13 +848,14 @@ def build_app(default_dataset: str | None = None, warm: bool = True) -> gr.Block
         q_in = [dataset, source, seed, steps, bench_index, upload_path, invert]
         settings = [method, strategy, S, projection, lam, k]
         attr_out = [status, query_img, info, pro, opp, hist, mix, shown, stab, build_btn]
-        f_attr = friendly(len(attr_out))(attribute)
+        f_attr = friendly(ATTR_OUTPUTS, cleared=no_answer)(attribute)
         f_stab = friendly(2, 1)(stability)
 
         def run_attribute(trigger, **kw):
-            return trigger(f_attr, q_in + settings, attr_out, concurrency_id="fast", concurrency_limit=2, **kw).success(
-                f_stab, q_in + settings + [shown], [pro, stab], concurrency_id="fast", api_name=False,
-                show_progress="hidden")
+            answer = trigger(f_attr, q_in + settings, attr_out, concurrency_id="fast", concurrency_limit=2, **kw)
+            answer.then(None, js=SHOW_STATUS)
+            return answer.success(f_stab, q_in + settings + [shown], [pro, stab], concurrency_id="fast",
+                                  api_name=False, show_progress="hidden")
 
         run_attribute(go_btn.click, api_name="attribute")
         run_attribute(demo.load, api_name=False)
@@ -793,7 +880,15 @@ def build_app(default_dataset: str | None = None, warm: bool = True) -> gr.Block
             except Problem as e:
                 return gr.skip(), gr.update(value=f"⚠️ {e}", visible=True)
             return "generate", gr.update(value="", visible=False)
-        run_attribute(seed.submit(on_seed, seed, [source, seed_msg], api_name=False).success)
+
+        def seed_gate(value):
+            """Stops the chain on a bad seed: its one message is the one beside the seed box."""
+            try:
+                check_seed(value)
+            except Problem as e:
+                raise gr.Error(str(e), visible=False, print_exception=False) from None
+        run_attribute(seed.submit(on_seed, seed, [source, seed_msg], api_name=False).then(
+            seed_gate, seed, None, api_name=False, queue=False).success)
         bench_gal.select(pick_benchmark, None, [source, bench_index], api_name=False).then(
             f_attr, q_in + settings, attr_out, concurrency_id="fast", api_name=False)
         invert.input(f_attr, q_in + settings, attr_out, concurrency_id="fast", api_name=False)
@@ -816,28 +911,36 @@ def build_app(default_dataset: str | None = None, warm: bool = True) -> gr.Block
         # the first Timesteps view may build a one-timestep set (seconds): on the build lane, never ahead of answers
         demo.load(f_t, t_in, t_out, concurrency_id="build", api_name=False)
 
-        ev_out = [ev_status, lds_val, lds_gen, scatter, scatter_text, cf_gal, cf_table]
-        ev_btn.click(friendly(len(ev_out))(evaluation), [dataset, method, S, bench_index], ev_out,
-                     concurrency_id="fast", api_name="evaluation")
+        ev_out = [ev_status, lds_val, lds_gen, scatter, scatter_text, cf_plot, cf_gal, cf_table]
+        f_ev = friendly(len(ev_out))(evaluation)
+        ev_btn.click(f_ev, [dataset, method, S, bench_index], ev_out, concurrency_id="fast", api_name="evaluation")
+        ev_tab.select(f_ev, [dataset, method, S, bench_index], ev_out, concurrency_id="fast", api_name=False)
 
         lesson_out = [lesson_text, lesson_look, *lesson_gals, *lesson_plots, lesson_at, *step_btns]
         for j, b in enumerate(step_btns):
             b.click(lambda j=j: lesson_view(j), None, lesson_out, api_name=False, concurrency_id="fast")
         lesson_next.click(lambda at: lesson_view((at + 1) % len(TITLES)), lesson_at, lesson_out, api_name=False,
                           concurrency_id="fast")
+        lesson_btn.click(lambda: gr.Tabs(selected="lesson"), None, tabs, api_name=False, queue=False).then(
+            lambda: lesson_view(0), None, lesson_out, api_name=False, concurrency_id="fast")
         lesson_tab.select(lambda at: lesson_view(0) if at < 0 else [gr.skip()] * len(lesson_out), lesson_at,
                           lesson_out, api_name=False, concurrency_id="fast")
 
-        def reset(d):
-            blank, hidden = plots.message(""), gr.update(value="", visible=False)
-            return (None, "", [], [], blank, blank, None, "", None, "", [], [], "", None, None, None, [], "",
-                    blank, blank, blank, "", [], "", gr.update(value="", visible=False), gr.update(visible=False),
-                    gr.update(choices=source_choices(d), value=first_source(d)), 100, default_projection(d),
-                    benchmark_gallery(d), *[hidden] * 3)
-        dataset.change(reset, dataset, [query_img, info, pro, opp, hist, mix, shown, stab, big, big_info, gal_a, gal_b,
-                                        cmp_text, t_query, xt_img, x0_img, t_gal, t_text, lds_val, lds_gen, scatter,
-                                        scatter_text, cf_gal, cf_table, status, build_btn, source, bench_index,
-                                        projection, bench_gal, cmp_status, t_status, ev_status], api_name=False).then(
+        # a model switch clears every result of the old model (nothing of it stays under the new name)
+        cleared = {**dict.fromkeys([query_img, shown, big, t_query, xt_img, x0_img]),
+                   **dict.fromkeys([info, stab, big_info, cmp_text, t_text, scatter_text, cf_table], ""),
+                   **dict.fromkeys([pro, opp, gal_a, gal_b, t_gal, cf_gal], ())}
+        figures, notes = [hist, mix, lds_val, lds_gen, scatter, cf_plot], [status, cmp_status, t_status, ev_status]
+
+        def reset(d, request: gr.Request):
+            answering(request, None)
+            return {**{c: list(v) if isinstance(v, tuple) else v for c, v in cleared.items()},
+                    **{c: plots.message("") for c in figures}, **{c: gr.update(value="", visible=False) for c in notes},
+                    build_btn: gr.update(visible=False), bench_index: 100, projection: default_projection(d),
+                    source: gr.update(choices=source_choices(d), value=first_source(d)),
+                    bench_gal: benchmark_gallery(d)}
+        dataset.change(reset, dataset, [*cleared, *figures, *notes, build_btn, bench_index, projection, source,
+                                        bench_gal], api_name=False).then(
             f_attr, q_in + settings, attr_out, concurrency_id="fast", api_name=False)
         demo.load(benchmark_gallery, dataset, bench_gal, api_name="benchmark_queries")
         demo.unload(page_closed)

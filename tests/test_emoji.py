@@ -79,3 +79,17 @@ def test_target_ranks_and_the_caption_baseline():
     np.testing.assert_array_equal(target_ranks(s, [1, 0]), [0, 1])  # a tie counts against the answer
     m = caption_match(["red apple, twemoji"], ["red apple, twemoji", "red apple, openmoji", "dog"], words)
     np.testing.assert_allclose(m[0], [1.0, 2 / 4, 0.0])
+
+
+def test_legibility_is_the_share_of_samples_nearest_their_prompted_drawing():
+    """Against the obvious loop: each sample's nearest training image by pixel distance."""
+    from explorer.compare import legibility, nearest
+    rng = np.random.default_rng(0)
+    train = rng.uniform(-1, 1, (20, 3, 4, 4))
+    samples = train[[3, 7, 11, 0]] + rng.normal(0, 0.05, (4, 3, 4, 4))
+    samples[3] = train[5] + 0.01  # asked for drawing 0, drew drawing 5
+    best, dist = nearest(samples, train)
+    loop = [int(np.argmin([np.linalg.norm(s - t) for t in train])) for s in samples]
+    assert best.tolist() == loop == [3, 7, 11, 5]
+    np.testing.assert_allclose(dist, [np.linalg.norm(s - train[b]) / np.sqrt(48) for s, b in zip(samples, loop)])
+    assert legibility(samples, train, [3, 7, 11, 0]) == 0.75

@@ -9,7 +9,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # Lowest first. A module may import its own layer's modules or lower ones; a module belongs to the layer of
 # the longest name below that is it or one of its packages.
 LAYERS = [
-    ["explorer", "explorer.paths", "explorer.files", "explorer.images", "explorer.plots", "explorer.compare"],
+    ["explorer", "explorer.paths", "explorer.files", "explorer.images", "explorer.plots", "explorer.compare",
+     "explorer.memory"],
     ["explorer.datasets.core"],
     ["explorer.datasets.digits", "explorer.datasets.shapes", "explorer.datasets.icons", "explorer.datasets.emoji",
      "explorer.datasets.folder"],

@@ -26,31 +26,35 @@ def test_tokenizer_is_the_captions_vocabulary_and_names_unknown_words():
 
 
 def test_training_resumes_to_the_same_weights_and_touches_only_its_parameters(tmp_path):
-    cfg = t2i.T2ITrainConfig(epochs=4, batch_size=2, lr=1e-3)
+    cfg = t2i.T2ITrainConfig(epochs=4, batch_size=2, lr=1e-3, ema_decay=0.9)
     tok, unet, te, x, ids, empty = _setup()
     text_before = {k: v.clone() for k, v in te.state_dict().items()}
-    whole = t2i.train_text_to_image(unet, te, x, ids, empty, cfg, list(unet.parameters()))
+    whole = t2i.train_text_to_image(unet, te, x, ids, empty, cfg, list(unet.parameters()), check_every=2,
+                                    check=lambda e: {"mean": unet.conv_in.weight.mean().item(), "train": unet.training})
+    assert [c["epoch"] for c in whole.checks] == [2, 4] and not any(c["train"] for c in whole.checks)
+    assert whole.checks[-1]["mean"] == unet.conv_in.weight.mean().item()  # the averaged weights are returned
     assert all(torch.equal(v, te.state_dict()[k]) for k, v in text_before.items())  # only the given params move
     _, unet2, te2, *_ = _setup()
     state = str(tmp_path / "state.pt")
     # interrupt after epoch 3 (the state holds epoch 2), then resume in fresh objects
     try:
         t2i.train_text_to_image(unet2, te2, x, ids, empty, cfg, list(unet2.parameters()), state_file=state,
-                                state_every=2, on_epoch=_stop_at(3))
+                                state_every=2, check=_stop_at(3), check_every=1)
     except KeyboardInterrupt:
         pass
     _, unet3, te3, *_ = _setup()
     resumed = t2i.train_text_to_image(unet3, te3, x, ids, empty, cfg, list(unet3.parameters()), state_file=state,
                                       state_every=2)
-    assert resumed.losses == whole.losses and resumed.seconds > 0
+    assert resumed.losses == whole.losses and resumed.seconds > 0 and len(resumed.checks) == 2
     for (k, a), b in zip(unet.state_dict().items(), unet3.state_dict().values()):
         assert torch.equal(a, b), k
 
 
 def _stop_at(epoch):
-    def f(e, loss):
+    def f(e):
         if e == epoch:
             raise KeyboardInterrupt
+        return {}
     return f
 
 

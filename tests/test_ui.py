@@ -26,12 +26,31 @@ def digits_ready():
         ui.engine("digits").build(m, TimestepStrategy("uniform", 10))
 
 
-def _attr(**kw):
-    from explorer import ui
+def _args(**kw):
     args = {**Q, "source": "benchmark", "method": "dtrak", **SETTINGS, **kw}
-    return ui.friendly(10)(ui.attribute)(args["dataset"], args["source"], args["seed"], args["steps"],
-                                         args["bench_index"], args["upload"], args["invert"], args["method"],
-                                         args["strategy"], args["S"], args["projection"], args["lam"], args["k"])
+    return [args[k] for k in ("dataset", "source", "seed", "steps", "bench_index", "upload", "invert", "method",
+                              "strategy", "S", "projection", "lam", "k")]
+
+
+def _attr(request=None, **kw):
+    from explorer import ui
+    return ui.friendly(ui.ATTR_OUTPUTS, cleared=ui.no_answer)(ui.attribute)(*_args(**kw), request=request)
+
+
+def test_a_late_noise_check_for_an_answer_no_longer_shown_is_dropped():
+    """Results are keyed to the answer they belong to: the page moved on, so the old check stays away."""
+    from types import SimpleNamespace
+    from explorer import ui
+    visitor = SimpleNamespace(session_hash="visitor-1")
+    first = _attr(request=visitor)
+    second = _attr(request=visitor, bench_index=4)
+    assert first[7]["key"] != second[7]["key"] and "Checking how stable" in second[8]
+    late = ui.stability(*_args(), first[7], request=visitor)
+    assert late[0] is gr.skip() or late[0] == gr.skip()
+    assert late[1] is gr.skip() or late[1] == gr.skip()
+    now = ui.stability(*_args(bench_index=4), second[7], request=visitor)
+    assert len(now[0]) == 8 and "Stability of this answer" in now[1]
+    assert all(c.split("\n")[1].endswith("/8") for _, c in now[0])  # the count of draws it stayed in, as text
 
 
 def test_attribute_shows_the_query_the_settings_and_fitting_thumbnails():
@@ -40,6 +59,10 @@ def test_attribute_shows_the_query_the_settings_and_fitting_thumbnails():
     assert status["visible"] is False and "validation image 3" in info and "exact gradients" in info
     assert "read from the stored benchmark results" in info  # the fast path, no gradients
     assert len(pro["value"]) == 8 and all(Image.open(p).size == (112, 112) for p, _ in pro["value"])
+    # rank, class and score are text under each tile, not pixels
+    scores = shown["pro_scores"]
+    assert [c.split("\n") for _, c in pro["value"]][:2] == [[f"#1 · {_label(shown['pro'][0])}", f"{scores[0]:.3g}"],
+                                                           [f"#2 · {_label(shown['pro'][1])}", f"{scores[1]:.3g}"]]
     assert len(shown["pro"]) == 8 and shown["pro_scores"] == sorted(shown["pro_scores"], reverse=True)
     assert len(hist.data[0].x) == 1528 and sum(mix.data[0].y) == 8
     sim = _attr(method="pixel-cos")
@@ -57,9 +80,16 @@ def test_lambda_shown_is_the_lambda_of_the_displayed_scores():
     assert f"λ = {lam * 10:g}" in override[2] and "stored" not in override[2]
 
 
-def test_bad_values_give_a_message_and_leave_other_panels_alone(tmp_path):
+def _label(i):
+    from explorer import ui
+    eng = ui.engine("digits")
+    return eng.data.classes[int(eng.data.train_labels[i])]
+
+
+def test_bad_values_give_one_message_and_clear_the_results_they_no_longer_answer(tmp_path):
     out = _attr(source="generate", seed=1e20)
-    assert "0 to 4,294,967,295" in out[0]["value"] and all(o is gr.skip() or o == gr.skip() for o in out[1:])
+    assert "0 to 4,294,967,295" in out[0]["value"] and out[1] is None and out[7] is None
+    assert out[3]["value"] == [] and out[4]["value"] == [] and out[8] == "" and out[9]["visible"] is False
     (tmp_path / "notes.txt").write_text("not an image")
     out = _attr(source="upload", upload=str(tmp_path / "notes.txt"))
     assert "not a readable image" in out[0]["value"] and "/tmp" not in out[0]["value"]
@@ -95,11 +125,25 @@ def test_compare_timesteps_and_evaluation_in_process():
     diff = {t: np.abs(np.asarray(Image.open(v[2]), np.float64) - q).mean() for t, v in views.items()}
     assert diff[0] < 5 and diff[999] > 40, diff  # x_t is the query at t = 0 and noise at t = 999
     assert "t = 0" in views[0][5] and "t = 999" in views[999][5]
-    status, val, gen, scatter, explain, cf_gal, cf_table = ui.evaluation("digits", "dtrak", 10, 3)
+    status, val, gen, scatter, explain, cf_plot, cf_gal, cf_text = ui.evaluation("digits", "dtrak", 10, 3)
     assert "D-TRAK" in {x for trace in val.data for x in trace.x}
+    # both LDS charts and the counterfactual plot list the methods in one order
+    v_order, g_order = list(val.layout.xaxis.categoryarray), list(gen.layout.xaxis.categoryarray)
+    assert v_order == [x for x in g_order if x in v_order] and len(g_order) > len(v_order)  # generated-only extra
     assert len(scatter.data[0].x) == 32 and "Each dot is one model retrained" in explain
-    removals = json.load(open(os.path.join(ASSETS, "digits", "eval", "counterfactual.json")))["methods"]
-    assert len(cf_gal) == 8 * (1 + len(removals)) and "| D-TRAK |" in cf_table and "| NDA" in cf_table
+    cf = json.load(open(os.path.join(ASSETS, "digits", "eval", "counterfactual.json")))
+    removals = cf["methods"]
+    order = [x for x in gen.layout.xaxis.categoryarray if x in list(cf_plot.layout.xaxis.categoryarray)]
+    assert order == [x for x in cf_plot.layout.xaxis.categoryarray if x != "random images"]
+    points = {tr.x[0]: list(tr.y) for tr in cf_plot.data if len(tr.y) > 1 and tr.xaxis == "x"}
+    assert points["D-TRAK"] == pytest.approx(removals["dtrak"]["l2"]) and len(points) == len(removals)
+    medians = {tr.x[0]: tr.y[0] for tr in cf_plot.data if len(tr.y) == 1 and tr.xaxis == "x"}
+    assert medians["random images"] == pytest.approx(removals["random"]["l2_median"])
+    # one row per generated image: the original, then each removal, named in words
+    assert cf_gal["columns"] == 1 + len(removals) and len(cf_gal["value"]) == len(cf["seeds"]) * (1 + len(removals))
+    row = [c for _, c in cf_gal["value"][:1 + len(removals)]]
+    assert row[0].endswith("full training set") and f"without D-TRAK's top {cf['k']}" in "".join(row)
+    assert f"without {cf['k']} random images" in row[-1] and "Counterfactual" in cf_text
     status, *_ = ui.evaluation("shapes", "dtrak", 10, 0)
     assert "No LDS results for shapes yet" in status["value"] and "python" not in status["value"]
 
@@ -177,6 +221,31 @@ def test_browser_first_view_upload_seed_and_dataset_switch(server, tmp_path):
         page.wait_for_function("() => ![...document.querySelectorAll('#source label')].some("
                                "l => l.innerText.includes('Benchmark image'))", timeout=30_000)
         assert page.locator("#source").get_by_text("Generate").count() == 1
+        # nothing of digits stays under the new model: no digits proponents, no digits noise check
+        page.wait_for_timeout(2000)
+        assert "Stability" not in page.locator("#stability").inner_text()
+        assert page.locator("#proponents img").count() == 0 or "shapes" in page.locator("#query-info").inner_text()
+        page.context.browser.close()
+
+
+def test_phone_answer_first_readable_captions_and_the_lesson_in_one_tap(server):
+    """390 px wide: the query and its proponents come before the controls, all 8 proponents fit the
+    width with their rank and score as text, and one tap opens the lesson's first step."""
+    from playwright.sync_api import sync_playwright
+    from explorer.lesson import TITLES
+    with sync_playwright() as p:
+        page = page_at(p, server, w=390, h=844)
+        page.locator("#proponents img").nth(7).wait_for(timeout=30_000)
+        top = lambda sel: page.evaluate(f"() => document.querySelector('{sel}').getBoundingClientRect().top")
+        assert top("#query-img") < top("#controls-col") and top("#proponents") < top("#controls-col")
+        boxes = [page.locator("#proponents img").nth(i).bounding_box() for i in range(8)]
+        assert all(b["x"] >= 0 and b["x"] + b["width"] <= 390 and b["width"] >= 60 for b in boxes), boxes
+        first = page.locator("#proponents .caption-label").first
+        assert first.inner_text().startswith("#1 · ") and first.evaluate("e => getComputedStyle(e).position") == "static"
+        assert float(first.evaluate("e => parseFloat(getComputedStyle(e).fontSize)")) >= 12
+        page.locator("#start-lesson").click()
+        page.locator("#lesson-text").get_by_text(f"1. {TITLES[0]}").wait_for(timeout=30_000)
+        page.locator("#lesson-gallery-1 img").first.wait_for(timeout=10_000)
         page.context.browser.close()
 
 
@@ -191,6 +260,10 @@ def test_two_browsers_a_build_never_blocks_a_stored_answer(server):
         a.locator("#attribute").click()
         a.locator("#build").wait_for(state="visible", timeout=60_000)
         assert "has not been computed" in a.locator("#status").inner_text()
+        # said where the click was: the message and its button are on screen, the old results are gone
+        a.wait_for_timeout(500)
+        assert _in_viewport(a, "#status") and _in_viewport(a, "#build")
+        assert a.locator("#proponents img").count() == 0 and a.locator("#stability").inner_text().strip() == ""
         a.locator("#build").click()  # A's build runs now
         b = page_at(p, server)
         b.locator("#proponents img").nth(7).wait_for(timeout=30_000)
