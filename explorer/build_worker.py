@@ -4,8 +4,8 @@ shared ``store.BUILDS`` registry still runs one build per feature set, for every
 
 The worker (``python -m explorer.build_worker ORDER_JSON``, a fresh interpreter: nothing of the server's
 threads, locks or entry script) opens the same task and store from their names, builds the features and
-their Gram matrix into the same manifest-checked on-disk cache, and prints ``progress DONE TOTAL`` lines;
-the serving process then loads what it wrote. Stopping a build terminates the worker: the shards it
+their Gram matrix and eigenpairs into the same manifest-checked on-disk cache, and prints
+``progress DONE TOTAL PHASE`` lines; the serving process then loads what it wrote. Stopping a build terminates the worker: the shards it
 finished stay on disk and the next build resumes from them."""
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def run_in_worker(order: BuildOrder, report: Progress, should_stop: Callable[[],
         for line in proc.stdout:
             parts = line.split()
             if parts[:1] == ["progress"]:
-                report(int(parts[1]), int(parts[2]))
+                report(int(parts[1]), int(parts[2]), " ".join(parts[3:]))
         proc.wait()
     finally:
         stop.set()
@@ -71,7 +71,7 @@ def main(order_json: str) -> int:
         store = FeatureStore(open_task(order.dataset, order.root, order.device), order.projector, order.k, order.seed,
                              order.cache_dir, order.device)
         store.gradients(order.model_dir, order.output_fn, order.strategy,
-                        lambda done, total: print(f"progress {done} {total}", flush=True))
+                        lambda done, total, phase: print(f"progress {done} {total} {phase}", flush=True))
     except Exception as e:  # the serving process raises it for every waiting caller
         print(f"error: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
         return 1

@@ -21,12 +21,13 @@ import torch
 from . import cache
 from .memory import Held
 from .attribution.features import FeatureComputer, FeatureSpec, embedding_features, pixel_features
-from .attribution.kernel import Features, Kernel
+from .attribution.kernel import Features, Kernel, eigenpairs
 from .attribution.timesteps import TimestepStrategy
 from .models import load_model, weights_fingerprint
 from .task import Task
 
-Progress = Callable[[int, int], None]
+Progress = Callable[[int, int, str], None]  # (done, total, phase): each phase of a build reports its own fraction
+FEATURES, GRAM, SPECTRUM = "training features", "Gram matrix Φ Φᵀ", "eigendecomposition of the kernel"
 EXACT_MAX_BYTES = 600_000_000  # exact (unprojected) features are the default while n·p float16 fit in 600 MB
 
 
@@ -52,7 +53,7 @@ class BuildOrder:
 class _Job:
     def __init__(self, fn: Callable[[Progress, Callable[[], bool]], object]):
         self.fn, self.waiters, self.stop = fn, 0, False
-        self.progress, self.result, self.error = (0, 1), None, None
+        self.progress, self.result, self.error = (0, 1, FEATURES), None, None
         self.done = threading.Event()
         threading.Thread(target=self._run, daemon=True).start()
 
@@ -63,8 +64,8 @@ class _Job:
             self.error = e
         self.done.set()
 
-    def _set_progress(self, done: int, total: int):
-        self.progress = (done, total)
+    def _set_progress(self, done: int, total: int, phase: str = FEATURES):
+        self.progress = (done, total, phase)
 
 
 class Builds:
@@ -74,9 +75,10 @@ class Builds:
         self._lock = threading.Lock()
         self._jobs: dict[str, _Job] = {}
 
-    def running(self, key: str) -> bool:
-        job = self._jobs.get(key)
-        return job is not None and not job.done.is_set()
+    def running(self, key: str | None = None) -> bool:
+        """Whether the build ``key`` (any build, without a key) is running now."""
+        jobs = list(self._jobs.values()) if key is None else [self._jobs.get(key)]
+        return any(job is not None and not job.done.is_set() for job in jobs)
 
     def run(self, key: str, fn, progress: Progress | None = None, left: Callable[[], bool] = lambda: False):
         """Waits for the (shared) job ``fn(progress, should_stop)``; ``left()`` true means this
@@ -221,8 +223,12 @@ class FeatureStore:
                 feats = cache.load(folder, expected)
             else:
                 feats = cache.build(folder, expected, len(self.task.data.train_idx),
-                                    self._rows(model, spec, should_stop), report)
-            self.gram(feats)  # part of the build, so the first visitor after it does not wait for the kernel
+                                    self._rows(model, spec, should_stop), lambda a, b: report(a, b, FEATURES))
+                # part of the build, so the first visitor after it waits for neither (read from disk if done)
+                for phase, step in ((GRAM, self.gram), (SPECTRUM, self.spectrum)):
+                    report(0, 1, phase)
+                    step(feats)
+                    report(1, 1, phase)
             return feats
 
         self._features[folder] = BUILDS.run(folder, job, progress, left)
@@ -284,9 +290,26 @@ class FeatureStore:
         cache.save_npy(path, g)
         return g
 
+    def spectrum(self, feats: Features) -> tuple[np.ndarray, np.ndarray] | None:
+        """The kernel's eigenpairs (``kernel.eigenpairs``) of stored features, cached like the Gram matrix."""
+        if feats.sha is None:
+            return None
+        path = os.path.join(self.cache_dir, "spectrum", f"{feats.sha[:32]}")
+        r = min(feats.n, feats.k)
+        try:
+            s, vecs = np.load(path + ".s.npy"), np.load(path + ".v.npy")
+            if s.shape == (r,) and vecs.shape == (r, r):
+                return s, vecs
+        except (OSError, ValueError):
+            pass
+        s, vecs = eigenpairs(feats, self.gram(feats))
+        cache.save_npy(path + ".v.npy", vecs)
+        cache.save_npy(path + ".s.npy", s)  # written last: its presence means both are complete
+        return s, vecs
+
     def kernel(self, key: tuple, feats: Features) -> Kernel:
         if key not in self._kernels:
-            self._kernels[key] = Kernel(feats, self.gram(feats))
+            self._kernels[key] = Kernel(feats, spectrum=self.spectrum(feats))
         return self._kernels[key]
 
     def fitted(self, name: str, fit: Callable, model_dir: str, strategy: TimestepStrategy):

@@ -32,7 +32,7 @@ from .evaluation.results import s_key
 from .images import png_file
 from .lesson import TITLES, LessonMissing, lesson_step
 from .models import CheckpointError
-from .store import BuildStopped, parse_projection
+from .store import BUILDS, FEATURES, BuildStopped, parse_projection
 
 log = logging.getLogger("explorer")
 MAX_UPLOAD_MB = 20
@@ -388,6 +388,9 @@ def stability(dataset, source, seed, steps, bench_index, upload, invert, method,
     st = _strategy(strategy, S)
     if not eng.ready(m, st):
         return gr.skip(), "The noise check runs once this method's training features are loaded."
+    if BUILDS.running():  # a visitor's build holds the CPU: the check would make every answer wait
+        return gr.skip(), ("*The noise check is paused while a computation runs on the server; click Attribute "
+                           "again later to see how stable this answer is.*")
     q = make_query(dataset, source, seed, steps, bench_index, upload, invert)
     tops, counts = eng.stability(q, m, st, _lam(lam), int(k), draws)
     if not still_showing(request, shown.get("key")):
@@ -405,7 +408,8 @@ def build_features(dataset, method, strategy, S, projection, request: gr.Request
     eng = engine(dataset, projection)
     st = _strategy(strategy, S)
     session = getattr(request, "session_hash", None)
-    eng.build(m, st, lambda a, b: progress(a / b, desc=f"training features: {a} of {b} images"),
+    eng.build(m, st, lambda a, b, phase=FEATURES: progress(
+        a / b, desc=f"{phase}: {a} of {b} images" if phase == FEATURES else f"{phase} ({'done' if a else 'running'})"),
               left=lambda: session in LEFT)
     return gr.update(value="", visible=False), gr.update(visible=False)
 
@@ -461,7 +465,8 @@ def build_timestep(dataset, method, t, request: gr.Request, progress=gr.Progress
     m = get_method(method)
     eng = engine(dataset, TIMESTEP_PROJECTION)
     session = getattr(request, "session_hash", None)
-    eng.build(m, TimestepStrategy.single(int(t)), lambda a, b: progress(a / b, desc=f"features at t = {int(t)}"),
+    eng.build(m, TimestepStrategy.single(int(t)), lambda a, b, phase=FEATURES: progress(
+        a / b, desc=f"features at t = {int(t)}" if phase == FEATURES else f"{phase} ({'done' if a else 'running'})"),
               left=lambda: session in LEFT)
     return gr.update(value="", visible=False)
 

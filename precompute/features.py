@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 from explorer.attribution.registry import BASELINE_METHOD, DEFAULT_METHOD, get_method
 from explorer.attribution.timesteps import TimestepStrategy
 from explorer.engine import Engine
+from explorer.store import FEATURES
 
 from .jobs import run_jobs
 
@@ -37,8 +38,11 @@ def run(dataset: str, methods: list[str] | None = None, device: str = "cpu", S: 
                 run_jobs(shard_job, jobs, engine, address, desc=f"{method.label} S={s} shards")
         with tqdm(total=len(eng.data.train_idx), desc=f"{method.label} S={s} ({eng.store.projection})",
                   unit="img") as bar:
-            def progress(done, total):
-                bar.update(done - bar.n)
+            def progress(done, total, phase=FEATURES):
+                if phase == FEATURES:
+                    bar.update(done - bar.n)
+                else:
+                    bar.set_postfix_str(phase)
             eng.build(method, strategy, progress)  # merges the shards (and computes any that are missing)
 
 

@@ -18,13 +18,24 @@ def _engine(tmp_path, name, worker):
 
 def test_a_worker_build_equals_the_in_process_build(tmp_path):
     here, there = _engine(tmp_path, "here", False), _engine(tmp_path, "there", True)
+    from explorer.attribution.kernel import Kernel
+    from explorer.store import FEATURES, GRAM, SPECTRUM
     seen = []
-    there.build("dtrak", ST, lambda done, total: seen.append((done, total)))
+    there.build("dtrak", ST, lambda done, total, phase: seen.append((done, total, phase)))
     here.build("dtrak", ST)
     a = there.store.gradients(there.task.paths.model, "square", ST, build=False)
     b = here.store.gradients(here.task.paths.model, "square", ST, build=False)
     assert a.sha == b.sha and np.array_equal(np.asarray(a.rows), np.asarray(b.rows))
-    assert seen[-1] == (1528, 1528) and len(seen) > 2  # progress streamed while it ran
+    # progress streamed while it ran, phase by phase, each with its own fraction; the build ends with the kernel
+    phases = [p for _, _, p in seen]
+    assert seen[-1] == (1, 1, SPECTRUM) and phases == sorted(phases, key=[FEATURES, GRAM, SPECTRUM].index)
+    rows = [d for d, t, p in seen if p == FEATURES]
+    assert len(set(rows)) > 2 and rows == sorted(rows) and all(t == 1528 for d, t, p in seen if p == FEATURES and d)
+    # the worker stored the eigenpairs: the serving process reads them and scores as a fresh decomposition
+    got = there.store.kernel(("test",), a)
+    q = np.asarray(a.rows[:3], np.float64)
+    np.testing.assert_allclose(got.scores(q, 0.1), Kernel(a).scores(q, 0.1), rtol=1e-6, atol=1e-9)
+    assert any(f.endswith(".v.npy") for f in os.listdir(os.path.join(there.store.cache_dir, "spectrum")))
 
 
 def test_the_worker_runs_at_lower_priority(monkeypatch):
@@ -44,13 +55,14 @@ def test_a_stopped_worker_build_resumes_from_its_shards(tmp_path):
     eng = _engine(tmp_path, "stop", True)
     seen = []
     with pytest.raises(BuildStopped):
-        eng.build("trak", ST, lambda done, total: seen.append(done), left=lambda: len(seen) > 0 and seen[-1] >= 512)
+        eng.build("trak", ST, lambda done, total, phase: seen.append(done),
+                  left=lambda: len(seen) > 0 and seen[-1] >= 512)
     time.sleep(1.5)  # the worker is terminated within 0.2 s of the last caller leaving
     folder = eng.store._folders(eng.task.paths.model, eng.store.spec("simple", ST))[1]
     shards = [f for f in os.listdir(folder) if f.startswith("shard_")]
     assert 2 <= len(shards) < 6, shards  # some of the 6 shards of 256 images were written, not all
     resumed = []
-    eng.build("trak", ST, lambda done, total: resumed.append(done))
+    eng.build("trak", ST, lambda done, total, phase: resumed.append(done) if total > 1 else None)
     assert min(d for d in resumed if d > 0) >= 768  # the next build computed only the shards still missing
     fresh = _engine(tmp_path, "fresh", False)
     fresh.build("trak", ST)

@@ -274,3 +274,21 @@ def test_two_browsers_a_build_never_blocks_a_stored_answer(server):
         b.wait_for_function("t => document.querySelector('#query-info').innerText !== t", arg=before, timeout=30_000)
         assert time.time() - t0 < 3, time.time() - t0
         a.context.browser.close()
+
+
+def test_the_noise_check_pauses_while_a_build_runs_and_says_so():
+    from explorer import ui
+    from explorer.store import BUILDS
+    first = _attr()
+    release = threading.Event()
+    waiter = threading.Thread(target=lambda: BUILDS.run("a visitor's build", lambda progress, stop: release.wait(30)))
+    waiter.start()
+    try:
+        time.sleep(0.3)
+        paused = ui.stability(*_args(), first[7])
+    finally:
+        release.set()
+        waiter.join()
+    assert paused[0] is gr.skip() or paused[0] == gr.skip()
+    assert "paused while a computation runs" in paused[1]
+    assert "Stability of this answer" in ui.stability(*_args(), first[7])[1]  # the build over: it runs again

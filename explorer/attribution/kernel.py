@@ -96,14 +96,14 @@ def as_features(x: np.ndarray | Features) -> Features:
 
 
 class Kernel:
-    def __init__(self, phi: np.ndarray | Features, gram: np.ndarray | None = None):
-        """``gram``: Φ Φᵀ when already known (the dual form's one expensive step, cached on disk)."""
+    def __init__(self, phi: np.ndarray | Features, gram: np.ndarray | None = None,
+                 spectrum: tuple[np.ndarray, np.ndarray] | None = None):
+        """``gram``: Φ Φᵀ when already known; ``spectrum``: the eigenpairs ``spectrum(Φ)`` when already known
+        (the two expensive steps, both cached on disk by the store)."""
         self.features = f = as_features(phi)
         self.n, self.k = f.n, f.k
         self.dual = self.n < self.k
-        if self.dual and gram is None:
-            gram = f.gram()
-        s, vecs = np.linalg.eigh(gram if self.dual else f.outer())
+        s, vecs = spectrum if spectrum is not None else eigenpairs(f, gram)
         self.s = np.clip(s, 0, None)
         self._basis = vecs  # U (n×n) in the dual, V (k×k) in the primal
         self.b = vecs if self.dual else f.times(vecs)  # (n, r) train coordinates
@@ -122,6 +122,13 @@ class Kernel:
     def inverse_norms(self, lam: float) -> np.ndarray:
         """‖(ΦᵀΦ+λI)⁻¹φ(x_i)‖ for every training point (relative influence)."""
         return np.sqrt((self._w * (self.b / (self.s + lam)) ** 2).sum(1))
+
+
+def eigenpairs(f: Features, gram: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(s, vectors) of Φ Φᵀ = U S Uᵀ (n < k, the dual form) or of Φᵀ Φ = V S Vᵀ (the primal form)."""
+    if f.n < f.k:
+        return np.linalg.eigh(f.gram() if gram is None else gram)
+    return np.linalg.eigh(f.outer())
 
 
 def direct_scores(phi: np.ndarray, q: np.ndarray, lam: float) -> np.ndarray:
