@@ -1,0 +1,347 @@
+"""The callbacks that answer: attribution, its noise check, builds, comparison, timesteps, evaluation.
+No math here: numbers come from ``explorer.engine``, ``explorer.compare`` and the stored results; figures
+from ``explorer.plots``; names from the methods registry."""
+from __future__ import annotations
+
+import uuid
+
+import gradio as gr
+import numpy as np
+import torch
+
+from .. import plots
+from ..attribution.registry import METHODS, get_method
+from ..attribution.timesteps import T, TimestepStrategy
+from ..compare import class_mix, group_shares, overlap_at_k, spearman
+from ..engine import TIMESTEP_PROJECTION, Attribution, Engine
+from ..evaluation.results import s_key
+from ..store import BUILDS, FEATURES
+from .session import LEFT, Problem, _png, answering, engine, still_showing, tile
+from .queries import describe_query, make_query
+
+
+def gallery(eng: Engine, idx, scores, stability=None, draws: int = 0) -> list:
+    labels = eng.data.train_labels.numpy()
+    out = []
+    for r, (i, s) in enumerate(zip(idx, scores)):
+        lines = [f"#{r + 1} · {eng.data.classes[labels[i]]}", f"{s:.3g}"]
+        if stability is not None:
+            lines[1] += f" · {int(stability[i])}/{draws}"
+        if eng.data.train_styles is not None:  # icons: whose drawing it is
+            ids, names = eng.data.train_styles
+            lines.append(names[ids[i]].capitalize())
+        out.append(tile(eng.data.train_x[i], lines))
+    return out
+
+
+def _strategy(kind: str, S) -> TimestepStrategy:
+    if S is None or int(S) not in (1, 10, 100, 1000):
+        raise Problem("S must be 1, 10, 100 or 1000.")
+    return TimestepStrategy(kind, int(S))
+
+
+def _lam(lam):
+    if lam is None or lam == "":
+        return None
+    if float(lam) <= 0:
+        raise Problem("λ must be positive (leave it empty to use the λ tuned by LDS).")
+    return float(lam)
+
+
+def _settings_text(eng: Engine, res: Attribution) -> str:
+    m = get_method(res.method)
+    parts = [f"**{m.label}**"]
+    if res.strategy is not None:
+        parts.append(res.strategy.label)
+    if res.lam is not None:
+        parts.append(f"λ = {res.lam:g}")
+    if res.projection is not None:
+        parts.append("exact gradients (no projection)" if res.projection == "exact"
+                     else f"CountSketch k = {res.projection.removeprefix('countsketch')}")
+    if res.stored:
+        parts.append("read from the stored benchmark results")
+    return " · ".join(parts)
+
+
+def _compute(dataset, source, seed, steps, bench_index, upload, invert, method, strategy, S, projection, lam, k):
+    """(engine, query, attribution) — or a Problem naming what is missing and what it would cost."""
+    m = get_method(method)
+    eng = engine(dataset, projection)
+    lam = _lam(lam) if m.uses_lambda else None
+    st = _strategy(strategy, S) if m.uses_timesteps else None
+    if m.generated_only and source != "generate" and not (
+            source == "benchmark" and eng.results.has_queries and eng.results.split_of(int(bench_index))[0] == "generated"):
+        raise Problem(f"{m.label} follows a generated image's sampling path: pick a generated image.")
+    if m.needs_classifier and eng.task.classifier is None:
+        raise Problem(f"{m.label} needs a classifier, and this model's images have no class labels.")
+    q = make_query(dataset, source, seed, steps, bench_index, upload, invert, trajectory=m.generated_only)
+    res = None
+    if source == "benchmark" and strategy == "uniform":
+        res = eng.benchmark_attribution(int(bench_index), method, S, lam, int(k))
+    if res is None:
+        if not eng.ready(m, st):
+            raise NotReady(eng, m, st, q)
+        res = eng.attribute(q, m, st, lam, int(k), build=False)
+    return eng, q, res
+
+
+class NotReady(Exception):
+    def __init__(self, eng: Engine, m, st: TimestepStrategy, query):
+        self.engine, self.query = eng, query
+        secs = eng.estimate_seconds(m, st)
+        when = f"about {secs / 60:.0f} min" if secs >= 90 else f"about {max(secs, 1):.0f} s"
+        super().__init__(f"{m.label} with {st.label} has not been computed for this model yet: {when} on this "
+                         f"machine, once — then it is ready for every visitor. Click **Compute it** to start.")
+
+
+ATTR_OUTPUTS = 10  # status, query image, text, proponents, opponents, histogram, class mix, shown, stability, build
+
+
+def no_answer() -> dict[int, object]:
+    """The result panels emptied (index into the attribute outputs): what stays must answer the controls."""
+    return {1: None, 2: "", 3: gr.update(value=[], label="Top proponents"), 4: gr.update(value=[]),
+            5: plots.message(""), 6: plots.message(""), 7: None, 8: "", 9: gr.update(visible=False)}
+
+
+def attribute(dataset, source, seed, steps, bench_index, upload, invert, method, strategy, S, projection, lam, k,
+              request: gr.Request = None):
+    """Query → status, query image, its description, the settings used, proponents, opponents,
+    histogram, class mix, shown (indices and the answer's key), stability line, build button. A setting not
+    computed yet shows the query and, where the results go, what it would cost and the button to start it."""
+    answering(request, None)
+    try:
+        eng, q, res = _compute(dataset, source, seed, steps, bench_index, upload, invert, method, strategy, S,
+                               projection, lam, k)
+    except NotReady as e:
+        out = [gr.update(value=f"⏳ {e}", visible=True)] + [None] * (ATTR_OUTPUTS - 1)
+        for i, v in no_answer().items():
+            out[i] = v
+        out[1] = _png(e.query.x, max(1, 128 // e.engine.data.resolution))
+        out[2] = describe_query(dataset, e.query, source, bench_index)
+        out[9] = gr.update(visible=True)
+        return out
+    m = get_method(method)
+    top = res.top
+    key = uuid.uuid4().hex
+    answering(request, key)
+    checking = m.uses_gradients and not m.generated_only
+    return [gr.update(value="", visible=False), _png(q.x, max(1, 128 // eng.data.resolution)),
+            describe_query(dataset, q, source, bench_index) + "\n\n" + _settings_text(eng, res),
+            gr.update(value=gallery(eng, top.proponents[0], top.proponent_scores[0]), label="Top proponents"),
+            gr.update(value=gallery(eng, top.opponents[0], top.opponent_scores[0]), label=m.opponents),
+            plots.score_histogram(res.scores),
+            mix_plot(eng, top.proponents[0]),
+            {"pro": top.proponents[0].tolist(), "opp": top.opponents[0].tolist(),
+             "pro_scores": top.proponent_scores[0].tolist(), "dataset": dataset, "key": key},
+            "*Checking how stable this answer is under the method's own noise…*" if checking else "",
+            gr.update(visible=False)]
+
+
+def mix_plot(eng: Engine, top: np.ndarray):
+    """Classes of the top proponents; stacked by artist's style when the dataset records one (icons)."""
+    labels, classes = eng.data.train_labels.numpy(), eng.data.classes
+    if eng.data.train_styles is None:
+        return plots.class_mix(class_mix(labels, top, len(classes)), classes, f"Classes of the top {len(top)} proponents")
+    ids, names = eng.data.train_styles
+    counts = class_mix(labels, top, len(classes), ids, len(names))
+    everyone = group_shares(ids, len(names))
+    names = [n.capitalize() for n in names]
+    shares = " · ".join(f"{n} {c}" for n, c in zip(names, counts.sum(1)))
+    base = " · ".join(f"{n} {100 * f:.0f} %" for n, f in zip(names, everyone))
+    return plots.class_mix(counts, classes, f"Top {len(top)}: {shares}<br><sup>all training images: {base}</sup>",
+                           names)
+
+
+def stability(dataset, source, seed, steps, bench_index, upload, invert, method, strategy, S, projection, lam, k,
+              shown, request: gr.Request = None, draws: int = 8):
+    """Beside each proponent: in how many of ``draws`` fresh draws of the query's noise it stays in the top-k.
+    A check that finishes after its page moved on (another query, model or setting) is dropped."""
+    m = get_method(method)
+    if not shown or shown.get("dataset") != dataset or not m.uses_gradients or m.generated_only:
+        return gr.skip(), ""
+    eng = engine(dataset, projection)
+    st = _strategy(strategy, S)
+    if not eng.ready(m, st):
+        return gr.skip(), "The noise check runs once this method's training features are loaded."
+    if BUILDS.running():  # a visitor's build holds the CPU: the check would make every answer wait
+        return gr.skip(), ("*The noise check is paused while a computation runs on the server; click Attribute "
+                           "again later to see how stable this answer is.*")
+    q = make_query(dataset, source, seed, steps, bench_index, upload, invert)
+    tops, counts = eng.stability(q, m, st, _lam(lam), int(k), draws)
+    if not still_showing(request, shown.get("key")):
+        return gr.skip(), gr.skip()
+    stay = np.mean([len(set(shown["pro"]) & set(t.tolist())) / len(shown["pro"]) for t in tops])
+    return (gallery(eng, shown["pro"], shown["pro_scores"], counts, draws),
+            f"**Stability of this answer under the method's own noise:** with {draws} fresh draws of the query's "
+            f"noise (training side fixed), {stay:.0%} of these top-{int(k)} stay in the top {int(k)}; the count under "
+            f"each proponent says in how many draws it stayed.")
+
+
+def build_features(dataset, method, strategy, S, projection, request: gr.Request, progress=gr.Progress()):
+    """Builds (or joins the running build of) the training features a choice needs, shared by all visitors."""
+    m = get_method(method)
+    eng = engine(dataset, projection)
+    st = _strategy(strategy, S)
+    session = getattr(request, "session_hash", None)
+    eng.build(m, st, lambda a, b, phase=FEATURES: progress(
+        a / b, desc=f"{phase}: {a} of {b} images" if phase == FEATURES else f"{phase} ({'done' if a else 'running'})"),
+              left=lambda: session in LEFT)
+    return gr.update(value="", visible=False), gr.update(visible=False)
+
+
+def compare(dataset, source, seed, steps, bench_index, upload, invert, method_a, method_b, strategy, S, projection,
+            lam, k):
+    """Two methods on the same query: galleries, overlap@k and Spearman of the score vectors."""
+    runs = []
+    for method in (method_a, method_b):
+        try:
+            runs.append(_compute(dataset, source, seed, steps, bench_index, upload, invert, method, strategy, S,
+                                 projection, lam if get_method(method).uses_lambda else None, k))
+        except NotReady as e:
+            raise Problem(str(e).replace("Click **Compute it** to start.", "Compute it on the Attribute tab first."))
+    (eng, q, a), (_, _, b) = runs
+    text = (f"**{get_method(method_a).label}** vs **{get_method(method_b).label}**: "
+            f"{overlap_at_k(a.scores, b.scores, int(k)):.0%} of the top {int(k)} are shared; Spearman ρ of the two "
+            f"score vectors over all {len(a.scores)} training images = {spearman(a.scores, b.scores):.2f} "
+            f"(1: same ranking, 0: unrelated).")
+    return (gr.update(value="", visible=False), _png(q.x, max(1, 128 // eng.data.resolution)), text,
+            gr.update(value=gallery(eng, a.top.proponents[0], a.top.proponent_scores[0]),
+                      label=f"{get_method(method_a).label} · {_settings_text(eng, a).split(' · ', 1)[-1]}"),
+            gr.update(value=gallery(eng, b.top.proponents[0], b.top.proponent_scores[0]),
+                      label=f"{get_method(method_b).label} · {_settings_text(eng, b).split(' · ', 1)[-1]}"))
+
+
+def timestep_view(dataset, source, seed, steps, bench_index, upload, invert, method, t, k):
+    """x_t, the model's x̂₀ and the top proponents when attributing at the single timestep t."""
+    m = get_method(method)
+    if not m.uses_gradients or m.generated_only:
+        raise Problem("Pick a gradient method such as D-TRAK or TRAK to walk the timesteps.")
+    if t is None or not 0 <= int(t) < T:
+        raise Problem(f"t must be between 0 and {T - 1}.")
+    t = int(t)
+    eng = engine(dataset, TIMESTEP_PROJECTION)
+    q = make_query(dataset, source, seed, steps, bench_index, upload, invert)
+    xt, x0 = eng.task.noised_view(q, t, eng.store.seed)
+    st = TimestepStrategy.single(t)
+    if not eng.ready(m, st) and (secs := eng.estimate_seconds(m, st)) > 15:
+        raise Problem(f"Attributing at t = {t} needs {m.label}'s features at that timestep (about "
+                      f"{secs:.0f} s); click **Show this timestep** to compute them.")
+    res = eng.attribute(q, m, st, None, int(k))  # a single timestep takes seconds: built (shared) at once
+    sc = max(1, 128 // eng.data.resolution)
+    return (gr.update(value="", visible=False), _png(q.x, sc), _png(xt, sc), _png(x0, sc),
+            gr.update(value=gallery(eng, res.top.proponents[0], res.top.proponent_scores[0]),
+                      label=f"Top {m.label} proponents at t = {t} alone (CountSketch k = 4096)"),
+            f"**t = {t}** of {T}: " + ("almost clean — fine details decide." if t < 200 else
+                                       "half noise — shapes and layout decide." if t < 700 else
+                                       "almost pure noise — only coarse brightness and colour remain."))
+
+
+def build_timestep(dataset, method, t, request: gr.Request, progress=gr.Progress()):
+    m = get_method(method)
+    eng = engine(dataset, TIMESTEP_PROJECTION)
+    session = getattr(request, "session_hash", None)
+    eng.build(m, TimestepStrategy.single(int(t)), lambda a, b, phase=FEATURES: progress(
+        a / b, desc=f"features at t = {int(t)}" if phase == FEATURES else f"{phase} ({'done' if a else 'running'})"),
+              left=lambda: session in LEFT)
+    return gr.update(value="", visible=False)
+
+
+def evaluation(dataset, method, S, bench_index):
+    """LDS bars for both splits, the scatter for one benchmark query, the counterfactual view."""
+    eng = engine(dataset)
+    res = eng.results
+    labels = {name: m.label for name, m in METHODS.items()}
+    cf = _counterfactual(eng)
+    if not res.has_lds and eng.task.info.get("imported_from"):
+        empty = plots.message("No LDS for a model trained elsewhere")
+        return (gr.update(value="This model was trained elsewhere and adopted as it is: LDS and the counterfactual "
+                                "need retraining it many times with its own recipe, so they are not available.",
+                          visible=True), empty, empty, empty, "", empty, gr.update(value=[]), "")
+    if not res.has_lds:
+        msg = (f"No LDS results for {dataset} yet: they need 64 models retrained on random halves of the data, which "
+               f"the maintainer runs offline. The counterfactual below is what this model has so far."
+               if cf[0] else f"No evaluation results for {dataset} yet: the maintainer computes them offline "
+                             f"(64 retrained models for LDS, 24 for the counterfactual).")
+        empty = plots.message("No LDS results for this model")
+        return gr.update(value=msg, visible=True), empty, empty, empty, "", *cf
+    m = get_method(method)
+    split, col = res.split_of(int(bench_index))
+    S_key = s_key(m.uses_timesteps, S)
+    row, pred = res.row(m.name, S_key, split), res.stored_pred(m.name, S_key, split)
+    if row is None or pred is None:
+        scatter = plots.message(f"{m.label} (S = {S}) was not evaluated on {split} images")
+        explain = ""
+    else:
+        report = res.lds()["config"]["report_subsets"]
+        actual = res.outputs()[:, int(bench_index)]
+        scatter = plots.lds_scatter(pred[report, col], actual[report], row["per_query"][col],
+                                    f"{m.label} · benchmark image #{int(bench_index)} ({split})")
+        explain = (f"Each dot is one model retrained on a random half of the training set. Across: the loss on "
+                   f"this image that {m.label} predicts for that half (Σ −score); up: the loss the retrained model "
+                   f"really has. A good attribution ranks the halves alike — Spearman ρ = "
+                   f"{row['per_query'][col]:.2f} here (1 perfect, 0 no signal); LDS averages ρ over 100 images.")
+    return (gr.update(value="", visible=False), plots.lds_bars(res.lds()["rows"], "validation", labels),
+            plots.lds_bars(res.lds()["rows"], "generated", labels), scatter, explain, *cf)
+
+
+def _counterfactual(eng: Engine):
+    """(the counterfactual plot, the regenerated images one row per query, the explanation)."""
+    loaded = eng.results.counterfactual()
+    if loaded is None:
+        return plots.message("No counterfactual results for this model yet"), gr.update(value=[]), ""
+    res, imgs = loaded
+    labels = {"random": "random images", **{n: m.label for n, m in METHODS.items()}}
+    order = [m for m in labels if m in res["methods"] and m != "random"] + ["random"] * ("random" in res["methods"])
+    fig = plots.counterfactual_points(res["methods"], labels)
+    gal = []
+    for j, s in enumerate(res["seeds"]):
+        gal.append(tile(torch.from_numpy(imgs["original"][j].astype(np.float32)), [f"seed {s}", "full training set"]))
+        for m in order:
+            removed = f"{res['k']} random images" if m == "random" else f"{labels[m]}'s top {res['k']}"
+            gal.append(tile(torch.from_numpy(imgs[m][j].astype(np.float32)),
+                            [f"without {removed}", f"L2 {res['methods'][m]['l2'][j]:.2f}"]))
+    text = (f"**Counterfactual.** For each of {len(res['seeds'])} generated images, the {res['k']} training images "
+            f"(of {res['n']}, 20 %) each method credits most were removed, the model retrained with the same seed "
+            f"and the image regenerated from the same noise; the grey reference removes as many random images. "
+            f"If an attribution is right, its removal moves the image more than the random one. Below: one row per "
+            f"generated image, the original first.")
+    return fig, gr.update(value=gal, columns=1 + len(order)), text
+
+
+def benchmark_gallery(dataset):
+    eng = engine(dataset)
+    if not eng.results.has_queries:
+        return []
+    q = eng.results.queries
+    return [(_png(torch.from_numpy(x.astype(np.float32)), max(1, 48 // x.shape[-1])),
+             f"#{i} {'real' if s == 0 else 'generated'}") for i, (x, s) in enumerate(zip(q["x"], q["split"]))]
+
+
+def training_image(dataset, shown, which: str, evt: gr.SelectData):
+    """Clicking a thumbnail shows that training image large (the index comes with the gallery, not its text)."""
+    if not shown or shown.get("dataset") != dataset:
+        return gr.skip(), gr.skip()
+    i = shown[which][evt.index]
+    eng = engine(dataset)
+    return _png(eng.data.train_x[i], max(1, 160 // eng.data.resolution)), (
+        f"Training image {i} (dataset index {int(eng.data.train_idx[i])}), label "
+        f"**{eng.data.classes[int(eng.data.train_labels[i])]}**")
+
+
+def pick_proponent(dataset, shown, evt: gr.SelectData):
+    return training_image(dataset, shown, "pro", evt)
+
+
+def pick_opponent(dataset, shown, evt: gr.SelectData):
+    return training_image(dataset, shown, "opp", evt)
+
+
+def pick_benchmark(evt: gr.SelectData):
+    """Clicking a benchmark thumbnail makes it the query."""
+    return "benchmark", evt.index
+
+
+def method_info(method):
+    m = get_method(method)
+    return (f"{m.description}\n\n$${m.formula}$$", gr.update(interactive=m.uses_lambda, value=None),
+            gr.update(interactive=m.uses_timesteps), gr.update(interactive=m.uses_timesteps))
