@@ -27,22 +27,23 @@ def class_mix(counts: np.ndarray, classes: list[str], title: str, groups: list[s
 
 
 def lds_bars(rows: list[dict], split: str, labels: dict[str, str]) -> go.Figure:
-    """LDS (%) per method × S with the bootstrap 95 % interval as error bars; ``labels`` are the
-    methods' display names, in the order every chart lists the methods."""
+    """LDS (%) per method × S as horizontal bars (one readable label per method, at any width) with the
+    bootstrap 95 % interval as error bars; ``labels`` are the methods' display names, in the order every
+    chart lists the methods (top to bottom)."""
     fig = go.Figure()
     present = {r["method"] for r in rows if r["split"] == split}
     order = [labels[m] for m in labels if m in present] + sorted(m for m in present if m not in labels)
     for S in sorted({r["S"] for r in rows if r["split"] == split}, key=lambda s: (s is None, s or 0)):
         sel = [r for r in rows if r["split"] == split and r["S"] == S]
-        fig.add_bar(name="no timesteps" if S is None else f"S = {S}", x=[labels.get(r["method"], r["method"]) for r in sel],
-                    y=[100 * r["lds"] for r in sel],
-                    error_y=dict(type="data", symmetric=False, array=[100 * (r["ci"][1] - r["lds"]) for r in sel],
+        fig.add_bar(name="no timesteps" if S is None else f"S = {S}", orientation="h",
+                    y=[labels.get(r["method"], r["method"]) for r in sel], x=[100 * r["lds"] for r in sel],
+                    error_x=dict(type="data", symmetric=False, array=[100 * (r["ci"][1] - r["lds"]) for r in sel],
                                  arrayminus=[100 * (r["lds"] - r["ci"][0]) for r in sel]))
-    fig.update_layout(barmode="group", yaxis_title="LDS (%)", xaxis_tickangle=-40,
-                      xaxis=dict(categoryorder="array", categoryarray=order, dtick=1),
-                      legend=dict(orientation="h", y=1.0, yanchor="bottom", x=1, xanchor="right"))  # above the bars
-    fig = _layout(fig, f"LDS, {split} images", 440)
-    fig.update_layout(margin=dict(l=50, r=10, t=90, b=130), title=dict(y=0.97, x=0.98, xanchor="right"))  # clear of the label
+    fig.update_layout(barmode="group", xaxis_title="LDS (%)", bargap=0.25,
+                      yaxis=dict(categoryorder="array", categoryarray=order[::-1], dtick=1, automargin=True),
+                      legend=dict(orientation="h", y=1.0, yanchor="bottom", x=0, xanchor="left"))
+    fig = _layout(fig, f"LDS, {split} images", 120 + 26 * len(order))
+    fig.update_layout(margin=dict(l=10, r=10, t=80, b=50), title=dict(y=0.99, yanchor="top"))
     return fig
 
 

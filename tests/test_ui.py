@@ -126,14 +126,14 @@ def test_compare_timesteps_and_evaluation_in_process():
     assert diff[0] < 5 and diff[999] > 40, diff  # x_t is the query at t = 0 and noise at t = 999
     assert "t = 0" in views[0][5] and "t = 999" in views[999][5]
     status, val, gen, scatter, explain, cf_plot, cf_gal, cf_text = ui.evaluation("digits", "dtrak", 10, 3)
-    assert "D-TRAK" in {x for trace in val.data for x in trace.x}
+    assert "D-TRAK" in {y for trace in val.data for y in trace.y}
     # both LDS charts and the counterfactual plot list the methods in one order
-    v_order, g_order = list(val.layout.xaxis.categoryarray), list(gen.layout.xaxis.categoryarray)
+    v_order, g_order = list(val.layout.yaxis.categoryarray)[::-1], list(gen.layout.yaxis.categoryarray)[::-1]
     assert v_order == [x for x in g_order if x in v_order] and len(g_order) > len(v_order)  # generated-only extra
     assert len(scatter.data[0].x) == 32 and "Each dot is one model retrained" in explain
     cf = json.load(open(os.path.join(ASSETS, "digits", "eval", "counterfactual.json")))
     removals = cf["methods"]
-    order = [x for x in gen.layout.xaxis.categoryarray if x in list(cf_plot.layout.xaxis.categoryarray)]
+    order = [x for x in g_order if x in list(cf_plot.layout.xaxis.categoryarray)]
     assert order == [x for x in cf_plot.layout.xaxis.categoryarray if x != "random images"]
     points = {tr.x[0]: list(tr.y) for tr in cf_plot.data if len(tr.y) > 1 and tr.xaxis == "x"}
     assert points["D-TRAK"] == pytest.approx(removals["dtrak"]["l2"]) and len(points) == len(removals)
