@@ -21,7 +21,7 @@ import torch
 
 from benchmarks.common import report
 from explorer.attribution.kernel import Features, Kernel
-from explorer.attribution.registry import get_method
+from explorer.attribution.registry import BASELINE_METHOD, DEFAULT_METHOD, get_method
 from explorer.attribution.factorized import FactorizedProjector
 from explorer.attribution.projectors import CountSketchProjector
 from explorer.attribution.timesteps import TimestepStrategy
@@ -75,7 +75,7 @@ def main():
         print(row)
         if args.out:
             report({"S": 10, "queries": len(queries), "partial": "running", "rows": rows}, args.out)
-    for name in ("dtrak", "trak"):
+    for name in (DEFAULT_METHOD, BASELINE_METHOD):
         m = get_method(name)
         train = m.train_features(eng.store, st)[0]
         query = m.query_features(eng.store, queries, st)[0]

@@ -12,7 +12,7 @@ from collections import defaultdict
 import numpy as np
 
 from explorer import ASSETS
-from explorer.attribution.registry import METHODS
+from explorer.attribution.registry import DEFAULT_METHOD, METHODS
 from explorer.evaluation.results import EvalResults
 
 
@@ -33,7 +33,7 @@ def fidelity_table(path: str = os.path.join(os.path.dirname(__file__), "results"
     order = {"exact": 0, "countsketch": 1, "factorized": 2}
     kind = lambda proj: proj.rstrip("0123456789")  # noqa: E731
     for (method, proj, redrawn), rows in sorted(groups.items(), key=lambda g: (
-            g[0][0] != "dtrak", g[0][2], order[kind(g[0][1])], int(g[0][1].removeprefix(kind(g[0][1])) or 0))):
+            g[0][0] != DEFAULT_METHOD, g[0][2], order[kind(g[0][1])], int(g[0][1].removeprefix(kind(g[0][1])) or 0))):
         name = ("exact (noise redrawn)" if redrawn else "exact" if proj == "exact"
                 else f"{'CountSketch' if kind(proj) == 'countsketch' else 'Factorized (LoGra)'} k = "
                      f"{proj.removeprefix(kind(proj))}")

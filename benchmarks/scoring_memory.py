@@ -12,6 +12,7 @@ import sys
 import time
 
 from benchmarks.common import report
+from explorer.attribution.registry import DEFAULT_METHOD  # noqa: E402
 
 
 def child(n_queries: int) -> dict:
@@ -24,7 +25,7 @@ def child(n_queries: int) -> dict:
         q.uid = 30_000_000 + j  # distinct noise per query, as distinct images would have
     start_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     t = time.perf_counter()
-    top = eng.topk(queries, "dtrak", TimestepStrategy("uniform", 10), k=10)
+    top = eng.topk(queries, DEFAULT_METHOD, TimestepStrategy("uniform", 10), k=10)
     seconds = time.perf_counter() - t
     assert top.proponents.shape == (n_queries, 10)
     return {"queries": n_queries, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -43,7 +44,7 @@ def main():
         return
     rows = [json.loads(subprocess.run([sys.executable, __file__, "--child", str(q)], check=True, capture_output=True,
                                       text=True).stdout.strip().splitlines()[-1]) for q in a.queries]
-    res = {"method": "dtrak", "S": 10, "block": 256, "runs": rows,
+    res = {"method": DEFAULT_METHOD, "S": 10, "block": 256, "runs": rows,
            "peak_growth_mib": rows[-1]["peak_rss_mib"] - rows[0]["peak_rss_mib"]}
     report(res, a.out)
 

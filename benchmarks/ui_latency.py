@@ -27,11 +27,12 @@ from PIL import Image
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import percentiles, report  # noqa: E402
 from screenshots import browser, free_port, launch  # noqa: E402
+from explorer.attribution.registry import BASELINE_METHOD, DEFAULT_METHOD  # noqa: E402
 
-SETTINGS = ("dtrak", "uniform", 10, "exact", None, 8)
+SETTINGS = (DEFAULT_METHOD, "uniform", 10, "exact", None, 8)
 
 
-def attribute_args(source, seed=0, bench=100, upload=None, method="dtrak"):
+def attribute_args(source, seed=0, bench=100, upload=None, method=DEFAULT_METHOD):
     return ("digits", source, seed, 50, bench, upload, False, method, *SETTINGS[1:])
 
 
@@ -75,13 +76,13 @@ def load(url: str, clients: int, seconds: float, upload_path: str) -> dict:
     requests = [
         ("attribute_benchmark", lambda c, i: c.predict(*attribute_args("benchmark", bench=i % 200),
                                                        api_name="/attribute")),
-        ("attribute_generate", lambda c, i: c.predict(*attribute_args("generate", seed=i % 16, method="trak"),
+        ("attribute_generate", lambda c, i: c.predict(*attribute_args("generate", seed=i % 16, method=BASELINE_METHOD),
                                                       api_name="/attribute")),
         ("attribute_upload", lambda c, i: c.predict(*attribute_args("upload", upload=handle_file(upload_path)),
                                                     api_name="/attribute")),
-        ("compare", lambda c, i: c.predict("digits", "benchmark", 0, 50, i % 200, None, False, "dtrak", "trak",
+        ("compare", lambda c, i: c.predict("digits", "benchmark", 0, 50, i % 200, None, False, DEFAULT_METHOD, BASELINE_METHOD,
                                            "uniform", 10, "exact", None, 8, api_name="/compare")),
-        ("evaluation", lambda c, i: c.predict("digits", "dtrak", 10, i % 200, api_name="/evaluation")),
+        ("evaluation", lambda c, i: c.predict("digits", DEFAULT_METHOD, 10, i % 200, api_name="/evaluation")),
     ]
     lat = {name: [] for name, _ in requests}
     errors = []
@@ -120,9 +121,9 @@ def server_times(upload_path: str, reps: int) -> dict:
         "attribute_upload": lambda i: ui.attribute(*attribute_args("upload", upload=upload_path)),
         "stability_upload": lambda i: ui.stability(*attribute_args("upload", upload=upload_path),
                                                    {"dataset": "digits", "pro": list(range(8)), "pro_scores": [0] * 8}),
-        "compare_benchmark_query": lambda i: ui.compare("digits", "benchmark", 0, 50, i % 200, None, False, "dtrak",
-                                                        "trak", "uniform", 10, "exact", None, 8),
-        "evaluation": lambda i: ui.evaluation("digits", "dtrak", 10, i % 200),
+        "compare_benchmark_query": lambda i: ui.compare("digits", "benchmark", 0, 50, i % 200, None, False, DEFAULT_METHOD,
+                                                        BASELINE_METHOD, "uniform", 10, "exact", None, 8),
+        "evaluation": lambda i: ui.evaluation("digits", DEFAULT_METHOD, 10, i % 200),
     }
     out = {}
     for name, fn in calls.items():
@@ -157,7 +158,7 @@ def main():
         c = Client(url, verbose=False)
         res.update(first_view_and_two_browsers(url))
         t = time.perf_counter()
-        for m in ("dtrak", "trak"):  # joins the start-up build; returns when both sets are on disk
+        for m in (DEFAULT_METHOD, BASELINE_METHOD):  # joins the start-up build; returns when both sets are on disk
             c.predict("digits", m, "uniform", 10, "exact", api_name="/build")
         res["startup_build_done_after_s"] = res["startup_s"] + res["first_view_s"] + (time.perf_counter() - t)
         res["load"] = load(url, a.clients, a.seconds, upload)

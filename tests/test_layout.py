@@ -120,11 +120,12 @@ def test_the_guard_sees_a_circle_and_an_upward_import():
 
 
 def method_name_literals() -> list[str]:
-    """Every string literal in ``explorer/`` and ``precompute/`` outside ``explorer/attribution/`` that is
-    exactly a registered method's name: code asks the registry (or its named roles) instead."""
+    """Every string literal in ``explorer/``, ``precompute/`` and ``benchmarks/`` outside
+    ``explorer/attribution/`` that is exactly a registered method's name: code asks the registry (or its named
+    roles) instead."""
     from explorer.attribution.registry import METHODS
     found = []
-    for root in ("explorer", "precompute"):
+    for root in ("explorer", "precompute", "benchmarks"):
         for path in sorted((ROOT / root).rglob("*.py")):
             if "attribution" in path.relative_to(ROOT).parts:
                 continue

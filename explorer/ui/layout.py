@@ -231,8 +231,9 @@ def build_app(default_dataset: str | None = None, warm: bool = True) -> gr.Block
         lesson_out = [lesson_text, lesson_look, *lesson_gals, *lesson_plots, lesson_at, *step_btns]
         for j, b in enumerate(step_btns):
             b.click(lambda j=j: lesson_view(j), None, lesson_out, api_name=False, concurrency_id="fast")
-        lesson_next.click(lambda at: lesson_view((at + 1) % len(TITLES)), lesson_at, lesson_out, api_name=False,
-                          concurrency_id="fast")
+        # also the API of a lesson walk (each client session keeps its own step; benchmarks/classroom.py uses it)
+        lesson_next.click(lambda at: lesson_view((at + 1) % len(TITLES)), lesson_at, lesson_out,
+                          api_name="lesson_next", concurrency_id="fast")
         lesson_btn.click(lambda: gr.Tabs(selected="lesson"), None, tabs, api_name=False, queue=False).then(
             lambda: lesson_view(0), None, lesson_out, api_name=False, concurrency_id="fast")
         lesson_tab.select(lambda at: lesson_view(0) if at < 0 else [gr.skip()] * len(lesson_out), lesson_at,

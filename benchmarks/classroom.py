@@ -1,0 +1,130 @@
+"""A class sharing one server: N ``gradio_client`` visitors open the first view and step through the
+lesson while one visitor's build runs (loopback only, bounded in time).
+
+Per step: p50 / p95 / max seconds over the visitors, errors, and whether every visitor received every
+image and plot the step has (counted against the lesson's own data, in process). Also the stored-answer
+bar of issue 23: benchmark answers asked by 5 visitors while the build runs (goal p95 < 2 s).
+
+    PYTHONPATH=. python benchmarks/classroom.py --out benchmarks/results/classroom.json
+
+Run it alone (no training, no test suite): the numbers are this machine's, under this load only."""
+import argparse
+import os
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import percentiles, report  # noqa: E402
+from screenshots import free_port, launch  # noqa: E402
+from explorer.attribution.registry import BASELINE_METHOD, DEFAULT_METHOD  # noqa: E402
+
+BUILD = ("digits", DEFAULT_METHOD, "random", 10, "exact")  # a build nobody has cached: random timesteps
+STEPS = 6
+
+
+def expected_items() -> list[tuple[int, int]]:
+    """Per lesson step: (images in its galleries, plots), from the lesson's data in process."""
+    from explorer.ui.lesson_page import _lesson_content
+    out = []
+    for i in range(STEPS):
+        _, _, panels, plots = _lesson_content(i)
+        out.append((sum(len(items) for items, _ in panels), len(plots)))
+    return out
+
+
+def received(out, panels: int = 4) -> tuple[int, int]:
+    """(images, plots) in a /lesson_next reply: text, look, 4 galleries, 2 plots, then the step buttons."""
+    gals, figs = out[2:2 + panels], out[2 + panels:2 + panels + 2]
+    return sum(len(g or []) for g in gals), sum(f is not None and bool(f) for f in figs)
+
+
+def visitor(url: str, j: int, expect, lat: dict, errors: list, complete: list) -> None:
+    from gradio_client import Client
+    c = Client(url, verbose=False, download_files=tempfile.mkdtemp(prefix=f"visitor{j}-"))
+    ok = True
+    t = time.perf_counter()
+    try:
+        c.predict("digits", "benchmark", 0, 50, 100, None, False, DEFAULT_METHOD, "uniform", 10, "exact", None, 8,
+                  api_name="/attribute")
+        lat["first_view"].append(time.perf_counter() - t)
+    except Exception as e:  # noqa: BLE001 - counted
+        errors.append(f"first view: {e}")
+        ok = False
+    for i in range(STEPS):
+        t = time.perf_counter()
+        try:
+            out = c.predict(api_name="/lesson_next")
+            lat[f"lesson_{i + 1}"].append(time.perf_counter() - t)
+            ok &= received(out) == expect[i]
+        except Exception as e:  # noqa: BLE001
+            errors.append(f"lesson step {i + 1}: {e}")
+            ok = False
+    complete.append(ok)
+
+
+def stored_answers(url: str, visitors: int, per_visitor: int) -> list[float]:
+    from gradio_client import Client
+    lat = []
+
+    def one(j):
+        c = Client(url, verbose=False, download_files=tempfile.mkdtemp(prefix=f"stored{j}-"))
+        for i in range(per_visitor):
+            t = time.perf_counter()
+            c.predict("digits", "benchmark", 0, 50, (7 + 31 * (j * per_visitor + i)) % 200, None, False, DEFAULT_METHOD,
+                      "uniform", 10, "exact", None, 8, api_name="/attribute")
+            lat.append(time.perf_counter() - t)
+    threads = [threading.Thread(target=one, args=(j,)) for j in range(visitors)]
+    [th.start() for th in threads]
+    [th.join() for th in threads]
+    return lat
+
+
+def main():
+    p = argparse.ArgumentParser(allow_abbrev=False)
+    p.add_argument("--visitors", type=int, default=30)
+    p.add_argument("--out")
+    a = p.parse_args()
+    from gradio_client import Client
+    tmp = tempfile.mkdtemp(prefix="classroom-")
+    os.environ["EXPLORER_CACHE"] = os.path.join(tmp, "cache")  # the build below is nobody's cached set
+    port = free_port()
+    proc = launch(port, os.path.join(tmp, "server.log"))
+    url = f"http://127.0.0.1:{port}"
+    res = {"cpu_count": os.cpu_count(), "visitors": a.visitors, "build": BUILD}
+    try:
+        boss = Client(url, verbose=False)
+        for m in (DEFAULT_METHOD, BASELINE_METHOD):  # the start-up build first: the stored answers and lesson need none
+            boss.predict("digits", m, "uniform", 10, "exact", api_name="/build")
+        build_done = threading.Event()
+        t_build = time.perf_counter()
+
+        def build():
+            Client(url, verbose=False).predict(*BUILD, api_name="/build")
+            res["build_s"] = time.perf_counter() - t_build
+            build_done.set()
+        threading.Thread(target=build, daemon=True).start()
+        time.sleep(3)  # the build is running in its worker
+        lat = {k: [] for k in ["first_view"] + [f"lesson_{i + 1}" for i in range(STEPS)]}
+        errors, complete = [], []
+        expect = expected_items()
+        threads = [threading.Thread(target=visitor, args=(url, j, expect, lat, errors, complete))
+                   for j in range(a.visitors)]
+        [th.start() for th in threads]
+        [th.join() for th in threads]
+        res["class"] = {k: percentiles(v) for k, v in lat.items() if v}
+        res["class_errors"], res["class_error_examples"] = len(errors), errors[:3]
+        res["every_visitor_got_every_image_and_plot"] = all(complete) and len(complete) == a.visitors
+        res["build_running_after_class"] = not build_done.is_set()
+        res["stored_answers_5_visitors_during_build_s"] = percentiles(stored_answers(url, 5, 6))
+        res["build_running_after_stored_answers"] = not build_done.is_set()
+        build_done.wait(900)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    report(res, a.out)
+
+
+if __name__ == "__main__":
+    main()
