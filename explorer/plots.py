@@ -26,6 +26,19 @@ def class_mix(counts: np.ndarray, classes: list[str], title: str, groups: list[s
     return fig
 
 
+def credit_bars(groups: list[str], credit: np.ndarray, share: np.ndarray, title: str) -> go.Figure:
+    """Each contributor's share of the credit for one output beside its share of the training set (%)."""
+    fig = go.Figure([go.Bar(name="share of the credit", y=groups, x=100 * np.asarray(credit), orientation="h",
+                            marker_color="#f58518"),
+                     go.Bar(name="share of the training set", y=groups, x=100 * np.asarray(share), orientation="h",
+                            marker_color="#9d9d9d")])
+    fig.update_layout(barmode="group", xaxis_title="%", yaxis=dict(automargin=True),
+                      legend=dict(orientation="h", y=1.0, yanchor="bottom", x=0, xanchor="left"))
+    fig = _layout(fig, title, 300)
+    fig.update_layout(margin=dict(l=10, r=10, t=90, b=40))
+    return fig
+
+
 def lds_bars(rows: list[dict], split: str, labels: dict[str, str]) -> go.Figure:
     """LDS (%) per method × S as horizontal bars (one readable label per method, at any width) with the
     bootstrap 95 % interval as error bars; ``labels`` are the methods' display names, in the order every

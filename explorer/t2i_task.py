@@ -19,6 +19,8 @@ GUIDANCE = 3.0  # classifier-free guidance of prompt images
 
 
 class TextToImageTask(Task):
+    conditional = True
+
     def __init__(self, name: str, root: str | None = None, device: str = "cpu"):
         self.paths = AssetPaths(name, **({"root": root} if root else {}))
         self.device = device

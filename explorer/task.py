@@ -51,6 +51,7 @@ class Query:
 
 
 class Task:
+    conditional = False  # a text-to-image task: its queries carry a caption, it generates from a prompt
     param_names: list[str] | None = None  # attribution's gradients are taken w.r.t. these (None: all parameters)
     train_context: torch.Tensor | None = None  # (n, L, hidden) encoded training captions (text-to-image tasks)
 

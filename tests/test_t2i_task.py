@@ -1,40 +1,19 @@
 """The text-to-image LoRA task end to end on a tiny pipeline trained here on the shipped emoji drawings: the
 engine attributes with gradients of the LoRA parameters only, each training image under its own caption."""
-import json
 import os
 
 import numpy as np
 import pytest
-import torch
 
-from explorer import lora
-from explorer import text2image as t2i
 from explorer.attribution.timesteps import TimestepStrategy
-from explorer.datasets import emoji
 
-TINY = t2i.TextToImageConfig(block_out_channels=(8, 16, 16), norm_num_groups=4, attention_head_dim=2, text_hidden=16,
-                             text_layers=1, text_heads=2)
 ST = TimestepStrategy("uniform", 2)
 
 
 @pytest.fixture(scope="module")
-def engine(tmp_path_factory):
-    from dataclasses import asdict
-
+def engine(tiny_emoji_root):
     from explorer.engine import Engine
-    root = tmp_path_factory.mktemp("assets")
-    ds = emoji.load_emoji()
-    captions = [ds.meta["caption"][int(i)] for i in ds.train_idx]
-    tok = t2i.build_tokenizer(ds.meta["caption"], TINY.max_length)
-    unet, te = t2i.make_text_to_image(TINY, tok)
-    t2i.save_pipeline(unet, te, tok, str(root / "emoji" / "base"))
-    cfg = lora.LoRAConfig(rank=2, alpha=2)
-    params = lora.add_lora(unet, cfg)
-    few = torch.arange(32)
-    t2i.train_text_to_image(unet, te, ds.train_x[few], t2i.tokenize(tok, [captions[i] for i in few]),
-                            t2i.tokenize(tok, [""])[0], t2i.T2ITrainConfig(epochs=2, batch_size=16, lr=1e-2), params)
-    lora.save_lora(unet, str(root / "emoji" / "lora"))
-    (root / "emoji" / "train.json").write_text(json.dumps({"dataset": "emoji", "lora": {"lora": asdict(cfg)}}))
+    root = tiny_emoji_root
     return Engine("emoji", root=str(root), cache_dir=str(root / "cache"))
 
 

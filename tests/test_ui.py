@@ -32,9 +32,9 @@ def _args(**kw):
                               "strategy", "S", "projection", "lam", "k")]
 
 
-def _attr(request=None, **kw):
+def _attr(request=None, prompt="", **kw):
     from explorer import ui
-    return ui.friendly(ui.ATTR_OUTPUTS, cleared=ui.no_answer)(ui.attribute)(*_args(**kw), request=request)
+    return ui.friendly(ui.ATTR_OUTPUTS, cleared=ui.no_answer)(ui.attribute)(*_args(**kw), prompt, request=request)
 
 
 def test_a_late_noise_check_for_an_answer_no_longer_shown_is_dropped():
@@ -292,3 +292,44 @@ def test_the_noise_check_pauses_while_a_build_runs_and_says_so():
     assert paused[0] is gr.skip() or paused[0] == gr.skip()
     assert "paused while a computation runs" in paused[1]
     assert "Stability of this answer" in ui.stability(*_args(), first[7])[1]  # the build over: it runs again
+
+
+def test_a_prompt_to_a_text_to_image_lora_and_who_gets_the_credit(tiny_emoji_root, monkeypatch):
+    """The emoji setting on the page's callbacks (a tiny model trained here): the model is offered with a
+    prompt instead of a bare seed; a prompt not computed yet says so; its proponents name their drawings and
+    designers; the credit panel splits the positive attribution between the two artists."""
+    from explorer import ui
+    from explorer.attribution.timesteps import TimestepStrategy
+    from explorer.compare import credit, group_shares
+    from explorer.ui import session
+    monkeypatch.setattr(session, "ROOT", str(tiny_emoji_root))
+    monkeypatch.setattr(session, "BUILD_IN_WORKER", False)
+    assert "emoji" in ui.available_datasets()
+    assert [c[1] for c in session.source_choices("emoji")] == ["prompt", "upload"]
+    assert session.first_source("emoji") == "prompt"
+    ask = dict(dataset="emoji", source="prompt", S=1, seed=5, steps=5)
+    waiting = _attr(**ask, prompt="red apple, twemoji")
+    assert "has not been computed" in waiting[0]["value"] and waiting[9]["visible"] is True
+    assert "red apple, twemoji" in waiting[2] and waiting[3]["value"] == []
+    eng = ui.engine("emoji")
+    eng.build("dtrak", TimestepStrategy("uniform", 1))
+    out = _attr(**ask, prompt="red apple, twemoji")
+    assert out[0]["visible"] is False and "for the prompt “red apple, twemoji”" in out[2] and "⚠️" not in out[2]
+    meta, idx = eng.data.meta, eng.data.train_idx
+    for (path, caption), i in zip(out[3]["value"], out[7]["pro"]):
+        rank_name, score, author = caption.split("\n")
+        assert rank_name.endswith(meta["name"][int(idx[i])]) and author == meta["author"][int(idx[i])]
+    scores = eng.attribute(ui.make_query("emoji", "prompt", 5, 5, 0, None, prompt="red apple, twemoji"), "dtrak",
+                           TimestepStrategy("uniform", 1), None, 8).scores
+    ids, names = eng.data.train_styles
+    fig = out[6]
+    assert list(fig.data[0].y) == ["OpenMoji", "Twitter (Twemoji)"]
+    np.testing.assert_allclose(fig.data[0].x, 100 * credit(scores, ids, 2), atol=1e-6)
+    np.testing.assert_allclose(fig.data[1].x, 100 * group_shares(ids, 2))
+    assert "most credited" in fig.layout.title.text
+    unknown = _attr(**ask, prompt="purple apple, twemoji")
+    assert "never saw the word “purple”" in unknown[2]
+    empty = _attr(**ask, prompt="  ")
+    assert "Type a prompt first" in empty[0]["value"] and empty[3]["value"] == []
+    check = ui.stability(*_args(**ask, method="dtrak"), out[7], prompt="red apple, twemoji")
+    assert "Stability of this answer" in check[1] and len(check[0]) == 8

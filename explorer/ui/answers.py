@@ -12,7 +12,7 @@ import torch
 from .. import plots
 from ..attribution.registry import METHODS, get_method
 from ..attribution.timesteps import T, TimestepStrategy
-from ..compare import class_mix, group_shares, overlap_at_k, spearman
+from ..compare import class_mix, credit, group_shares, overlap_at_k, spearman
 from ..engine import TIMESTEP_PROJECTION, Attribution, Engine
 from ..evaluation.results import s_key
 from ..store import BUILDS, FEATURES
@@ -21,13 +21,18 @@ from .queries import describe_query, make_query
 
 
 def gallery(eng: Engine, idx, scores, stability=None, draws: int = 0) -> list:
-    labels = eng.data.train_labels.numpy()
+    """Tiles with their caption lines: rank and what the image is (its name where the dataset names its
+    images, else its class), score (and stability), and whose drawing it is where the dataset records it."""
+    labels, meta, train_idx = eng.data.train_labels.numpy(), eng.data.meta, eng.data.train_idx
     out = []
     for r, (i, s) in enumerate(zip(idx, scores)):
-        lines = [f"#{r + 1} · {eng.data.classes[labels[i]]}", f"{s:.3g}"]
+        what = meta["name"][int(train_idx[i])] if "name" in meta else eng.data.classes[labels[i]]
+        lines = [f"#{r + 1} · {what}", f"{s:.3g}"]
         if stability is not None:
             lines[1] += f" · {int(stability[i])}/{draws}"
-        if eng.data.train_styles is not None:  # icons: whose drawing it is
+        if "author" in meta:  # emoji: the designer or team credited for the drawing
+            lines.append(meta["author"][int(train_idx[i])])
+        elif eng.data.train_styles is not None:  # icons: whose theme it is
             ids, names = eng.data.train_styles
             lines.append(names[ids[i]].capitalize())
         out.append(tile(eng.data.train_x[i], lines))
@@ -63,7 +68,8 @@ def _settings_text(eng: Engine, res: Attribution) -> str:
     return " · ".join(parts)
 
 
-def _compute(dataset, source, seed, steps, bench_index, upload, invert, method, strategy, S, projection, lam, k):
+def _compute(dataset, source, seed, steps, bench_index, upload, invert, method, strategy, S, projection, lam, k,
+             prompt=""):
     """(engine, query, attribution) — or a Problem naming what is missing and what it would cost."""
     m = get_method(method)
     eng = engine(dataset, projection)
@@ -74,7 +80,8 @@ def _compute(dataset, source, seed, steps, bench_index, upload, invert, method, 
         raise Problem(f"{m.label} follows a generated image's sampling path: pick a generated image.")
     if m.needs_classifier and eng.task.classifier is None:
         raise Problem(f"{m.label} needs a classifier, and this model's images have no class labels.")
-    q = make_query(dataset, source, seed, steps, bench_index, upload, invert, trajectory=m.generated_only)
+    q = make_query(dataset, source, seed, steps, bench_index, upload, invert, trajectory=m.generated_only,
+                   prompt=prompt)
     res = None
     if source == "benchmark" and strategy == "uniform":
         res = eng.benchmark_attribution(int(bench_index), method, S, lam, int(k))
@@ -104,14 +111,14 @@ def no_answer() -> dict[int, object]:
 
 
 def attribute(dataset, source, seed, steps, bench_index, upload, invert, method, strategy, S, projection, lam, k,
-              request: gr.Request = None):
+              prompt="", request: gr.Request = None):
     """Query → status, query image, its description, the settings used, proponents, opponents,
     histogram, class mix, shown (indices and the answer's key), stability line, build button. A setting not
     computed yet shows the query and, where the results go, what it would cost and the button to start it."""
     answering(request, None)
     try:
         eng, q, res = _compute(dataset, source, seed, steps, bench_index, upload, invert, method, strategy, S,
-                               projection, lam, k)
+                               projection, lam, k, prompt)
     except NotReady as e:
         out = [gr.update(value=f"⏳ {e}", visible=True)] + [None] * (ATTR_OUTPUTS - 1)
         for i, v in no_answer().items():
@@ -130,21 +137,32 @@ def attribute(dataset, source, seed, steps, bench_index, upload, invert, method,
             gr.update(value=gallery(eng, top.proponents[0], top.proponent_scores[0]), label="Top proponents"),
             gr.update(value=gallery(eng, top.opponents[0], top.opponent_scores[0]), label=m.opponents),
             plots.score_histogram(res.scores),
-            mix_plot(eng, top.proponents[0]),
+            mix_plot(eng, top.proponents[0], res.scores),
             {"pro": top.proponents[0].tolist(), "opp": top.opponents[0].tolist(),
              "pro_scores": top.proponent_scores[0].tolist(), "dataset": dataset, "key": key},
             "*Checking how stable this answer is under the method's own noise…*" if checking else "",
             gr.update(visible=False)]
 
 
-def mix_plot(eng: Engine, top: np.ndarray):
-    """Classes of the top proponents; stacked by artist's style when the dataset records one (icons)."""
+def mix_plot(eng: Engine, top: np.ndarray, scores: np.ndarray):
+    """Who made this output: for a dataset whose drawings name their makers (emoji), each artist's share of
+    the positive attribution against its share of the training set, and the designers credited most;
+    else the classes of the top proponents, stacked by style where the dataset records one (icons)."""
     labels, classes = eng.data.train_labels.numpy(), eng.data.classes
     if eng.data.train_styles is None:
         return plots.class_mix(class_mix(labels, top, len(classes)), classes, f"Classes of the top {len(top)} proponents")
     ids, names = eng.data.train_styles
-    counts = class_mix(labels, top, len(classes), ids, len(names))
     everyone = group_shares(ids, len(names))
+    if "author" in eng.data.meta:
+        artists = eng.data.meta.get("artists", {})
+        authors = np.array(eng.data.meta["author"])[eng.data.train_idx]
+        people = sorted(set(authors))
+        by_person = credit(scores, np.array([people.index(a) for a in authors]), len(people))
+        best = np.argsort(-by_person, kind="stable")[:3]
+        who = " · ".join(f"{people[b]} {100 * by_person[b]:.0f} %" for b in best if by_person[b] > 0)
+        return plots.credit_bars([artists.get(n, n) for n in names], credit(scores, ids, len(names)), everyone,
+                                 f"Credit: the share of the positive attribution<br><sup>most credited: {who}</sup>")
+    counts = class_mix(labels, top, len(classes), ids, len(names))
     names = [n.capitalize() for n in names]
     shares = " · ".join(f"{n} {c}" for n, c in zip(names, counts.sum(1)))
     base = " · ".join(f"{n} {100 * f:.0f} %" for n, f in zip(names, everyone))
@@ -153,7 +171,7 @@ def mix_plot(eng: Engine, top: np.ndarray):
 
 
 def stability(dataset, source, seed, steps, bench_index, upload, invert, method, strategy, S, projection, lam, k,
-              shown, request: gr.Request = None, draws: int = 8):
+              shown, prompt="", request: gr.Request = None, draws: int = 8):
     """Beside each proponent: in how many of ``draws`` fresh draws of the query's noise it stays in the top-k.
     A check that finishes after its page moved on (another query, model or setting) is dropped."""
     m = get_method(method)
@@ -166,7 +184,7 @@ def stability(dataset, source, seed, steps, bench_index, upload, invert, method,
     if BUILDS.running():  # a visitor's build holds the CPU: the check would make every answer wait
         return gr.skip(), ("*The noise check is paused while a computation runs on the server; click Attribute "
                            "again later to see how stable this answer is.*")
-    q = make_query(dataset, source, seed, steps, bench_index, upload, invert)
+    q = make_query(dataset, source, seed, steps, bench_index, upload, invert, prompt=prompt)
     tops, counts = eng.stability(q, m, st, _lam(lam), int(k), draws)
     if not still_showing(request, shown.get("key")):
         return gr.skip(), gr.skip()
@@ -190,13 +208,13 @@ def build_features(dataset, method, strategy, S, projection, request: gr.Request
 
 
 def compare(dataset, source, seed, steps, bench_index, upload, invert, method_a, method_b, strategy, S, projection,
-            lam, k):
+            lam, k, prompt=""):
     """Two methods on the same query: galleries, overlap@k and Spearman of the score vectors."""
     runs = []
     for method in (method_a, method_b):
         try:
             runs.append(_compute(dataset, source, seed, steps, bench_index, upload, invert, method, strategy, S,
-                                 projection, lam if get_method(method).uses_lambda else None, k))
+                                 projection, lam if get_method(method).uses_lambda else None, k, prompt))
         except NotReady as e:
             raise Problem(str(e).replace("Click **Compute it** to start.", "Compute it on the Attribute tab first."))
     (eng, q, a), (_, _, b) = runs
@@ -211,7 +229,7 @@ def compare(dataset, source, seed, steps, bench_index, upload, invert, method_a,
                       label=f"{get_method(method_b).label} · {_settings_text(eng, b).split(' · ', 1)[-1]}"))
 
 
-def timestep_view(dataset, source, seed, steps, bench_index, upload, invert, method, t, k):
+def timestep_view(dataset, source, seed, steps, bench_index, upload, invert, method, t, k, prompt=""):
     """x_t, the model's x̂₀ and the top proponents when attributing at the single timestep t."""
     m = get_method(method)
     if not m.uses_gradients or m.generated_only:
@@ -220,7 +238,7 @@ def timestep_view(dataset, source, seed, steps, bench_index, upload, invert, met
         raise Problem(f"t must be between 0 and {T - 1}.")
     t = int(t)
     eng = engine(dataset, TIMESTEP_PROJECTION)
-    q = make_query(dataset, source, seed, steps, bench_index, upload, invert)
+    q = make_query(dataset, source, seed, steps, bench_index, upload, invert, prompt=prompt)
     xt, x0 = eng.task.noised_view(q, t, eng.store.seed)
     st = TimestepStrategy.single(t)
     if not eng.ready(m, st) and (secs := eng.estimate_seconds(m, st)) > 15:

@@ -40,9 +40,12 @@ def build_app(default_dataset: str | None = None, warm: bool = True) -> gr.Block
                 with gr.Accordion("Browse benchmark images", open=False, visible=first == "benchmark") as bench_box:
                     bench_gal = gr.Gallery(columns=8, height=260, allow_preview=False, show_label=False, elem_classes=["tiles"],
                                            elem_id="benchmark-queries")
-                seed = gr.Number(0, label="Seed", precision=None, visible=first == "generate", elem_id="seed")
+                prompt_box = gr.Textbox("", label="Prompt", placeholder="e.g. red apple, twemoji", max_lines=1,
+                                        visible=first == "prompt", elem_id="prompt")
+                seed = gr.Number(0, label="Seed", precision=None, visible=first in ("generate", "prompt"),
+                                 elem_id="seed")
                 seed_msg = gr.Markdown(visible=False, elem_id="seed-msg")
-                steps = gr.Slider(5, 100, 50, step=1, label="DDIM steps", visible=first == "generate")
+                steps = gr.Slider(5, 100, 50, step=1, label="DDIM steps", visible=first in ("generate", "prompt"))
                 upload_btn = gr.UploadButton("Upload your own image", file_types=["image"], size="sm",
                                              elem_id="upload")
                 invert = gr.Checkbox(False, label="Invert colours", visible=False)
@@ -159,39 +162,42 @@ def build_app(default_dataset: str | None = None, warm: bool = True) -> gr.Block
 
         q_in = [dataset, source, seed, steps, bench_index, upload_path, invert]
         settings = [method, strategy, S, projection, lam, k]
+        attr_in = q_in + settings + [prompt_box]  # the prompt last: API callers of unconditional models omit it
         attr_out = [status, query_img, info, pro, opp, hist, mix, shown, stab, build_btn]
         f_attr = friendly(ATTR_OUTPUTS, cleared=no_answer)(attribute)
         f_stab = friendly(2, 1)(stability)
 
         def run_attribute(trigger, **kw):
-            answer = trigger(f_attr, q_in + settings, attr_out, concurrency_id="fast", concurrency_limit=2, **kw)
+            answer = trigger(f_attr, attr_in, attr_out, concurrency_id="fast", concurrency_limit=2, **kw)
             answer.then(None, js=SHOW_STATUS)
-            return answer.success(f_stab, q_in + settings + [shown], [pro, stab], concurrency_id="fast",
+            return answer.success(f_stab, q_in + settings + [shown, prompt_box], [pro, stab], concurrency_id="fast",
                                   api_name=False, show_progress="hidden")
 
         run_attribute(go_btn.click, api_name="attribute")
         run_attribute(demo.load, api_name=False)
         build_btn.click(friendly(2)(build_features), [dataset, method, strategy, S, projection], [status, build_btn],
                         concurrency_id="build", concurrency_limit=8, api_name="build").success(
-            f_attr, q_in + settings, attr_out, concurrency_id="fast", api_name=False)
+            f_attr, attr_in, attr_out, concurrency_id="fast", api_name=False)
 
         def show_source(src):
+            drawn = src in ("generate", "prompt")
             return (gr.update(visible=src == "benchmark"), gr.update(visible=src == "benchmark"),
-                    gr.update(visible=src == "generate"), gr.update(visible=src == "generate"),
-                    gr.update(visible=src == "upload"), gr.update(visible=False))
-        source.change(show_source, source, [bench_index, bench_box, seed, steps, invert, seed_msg], api_name=False,
-                      queue=False)
+                    gr.update(visible=drawn), gr.update(visible=drawn), gr.update(visible=src == "upload"),
+                    gr.update(visible=False), gr.update(visible=src == "prompt"))
+        source.change(show_source, source, [bench_index, bench_box, seed, steps, invert, seed_msg, prompt_box],
+                      api_name=False, queue=False)
+        run_attribute(prompt_box.submit(lambda: "prompt", None, source, api_name=False, queue=False).then)
 
         def on_upload(file):
             return "upload", file, False
         run_attribute(upload_btn.upload(on_upload, upload_btn, [source, upload_path, invert], api_name=False).then)
 
-        def on_seed(value):
+        def on_seed(value, src):
             try:
                 check_seed(value)
             except Problem as e:
                 return gr.skip(), gr.update(value=f"⚠️ {e}", visible=True)
-            return "generate", gr.update(value="", visible=False)
+            return "prompt" if src == "prompt" else "generate", gr.update(value="", visible=False)
 
         def seed_gate(value):
             """Stops the chain on a bad seed: its one message is the one beside the seed box."""
@@ -199,11 +205,11 @@ def build_app(default_dataset: str | None = None, warm: bool = True) -> gr.Block
                 check_seed(value)
             except Problem as e:
                 raise gr.Error(str(e), visible=False, print_exception=False) from None
-        run_attribute(seed.submit(on_seed, seed, [source, seed_msg], api_name=False).then(
+        run_attribute(seed.submit(on_seed, [seed, source], [source, seed_msg], api_name=False).then(
             seed_gate, seed, None, api_name=False, queue=False).success)
         bench_gal.select(pick_benchmark, None, [source, bench_index], api_name=False).then(
-            f_attr, q_in + settings, attr_out, concurrency_id="fast", api_name=False)
-        invert.input(f_attr, q_in + settings, attr_out, concurrency_id="fast", api_name=False)
+            f_attr, attr_in, attr_out, concurrency_id="fast", api_name=False)
+        invert.input(f_attr, attr_in, attr_out, concurrency_id="fast", api_name=False)
         method.change(method_info, method, [method_doc, lam, strategy, S], api_name=False, queue=False)
         demo.load(method_info, method, [method_doc, lam, strategy, S], api_name=False, queue=False)
         pro.select(pick_proponent, [dataset, shown], [big, big_info], api_name=False)
@@ -211,12 +217,12 @@ def build_app(default_dataset: str | None = None, warm: bool = True) -> gr.Block
 
         # each tab reports its own problems, so one tab's message never hides or replaces another's
         cmp_out = [cmp_status, cmp_query, cmp_text, gal_a, gal_b]
-        cmp_btn.click(friendly(len(cmp_out))(compare), q_in + [method, method_b, strategy, S, projection, lam, k],
+        cmp_btn.click(friendly(len(cmp_out))(compare), q_in + [method, method_b, strategy, S, projection, lam, k, prompt_box],
                       cmp_out, concurrency_id="fast", api_name="compare")
 
         t_out = [t_status, t_query, xt_img, x0_img, t_gal, t_text]
         f_t = friendly(len(t_out))(timestep_view)
-        t_in = q_in + [method, t, k]
+        t_in = q_in + [method, t, k, prompt_box]
         t.change(f_t, t_in, t_out, concurrency_id="fast", trigger_mode="always_last", api_name="timestep")
         t_btn.click(friendly(1)(build_timestep), [dataset, method, t], [t_status], concurrency_id="build",
                     api_name=False).success(f_t, t_in, t_out, concurrency_id="fast", api_name=False)
@@ -254,7 +260,7 @@ def build_app(default_dataset: str | None = None, warm: bool = True) -> gr.Block
                     bench_gal: benchmark_gallery(d)}
         dataset.change(reset, dataset, [*cleared, *figures, *notes, build_btn, bench_index, projection, source,
                                         bench_gal], api_name=False).then(
-            f_attr, q_in + settings, attr_out, concurrency_id="fast", api_name=False)
+            f_attr, attr_in, attr_out, concurrency_id="fast", api_name=False)
         demo.load(benchmark_gallery, dataset, bench_gal, api_name="benchmark_queries")
         demo.unload(page_closed)
     demo.queue(default_concurrency_limit=2, max_size=64)

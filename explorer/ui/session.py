@@ -20,28 +20,19 @@ from ..datasets import ImageError, data_missing
 from ..engine import Engine
 from ..images import png_file
 from ..models import CheckpointError
+from ..paths import AssetPaths
+from ..tasks import is_trained
 from ..store import BuildStopped, parse_projection
 
 
 log = logging.getLogger("explorer")
-
-
 MAX_UPLOAD_MB = 20
-
-
 MAX_SEED = 2**32 - 1
-
-
+MAX_PROMPT_CHARS = 200
 THUMB = 112
-
-
 STRATEGY_CHOICES = [("Uniform grid (the paper's)", "uniform"), ("Random", "random"), ("First S (t = 0…S−1)", "cumulative")]
-
-
 PROJECTIONS = [("Exact (no projection)", "exact"), ("CountSketch, k = 4096", "countsketch4096"),
                ("CountSketch, k = 1024", "countsketch1024")]
-
-
 LEFT: set[str] = set()  # sessions whose page was closed (their builds stop when nobody else waits)
 
 
@@ -59,8 +50,11 @@ def tile(x: torch.Tensor, lines: list[str]) -> tuple[str, str]:
     return _png(x, max(1, THUMB // x.shape[-1])), "\n".join(lines)
 
 
+ROOT = ASSETS  # where the models on offer are (tests point it at a temporary folder)
+
+
 def _trained() -> list[str]:
-    return sorted(d for d in os.listdir(ASSETS) if os.path.exists(os.path.join(ASSETS, d, "model", "config.json")))
+    return sorted(d for d in os.listdir(ROOT) if is_trained(AssetPaths(d, root=ROOT)))
 
 
 def available_datasets() -> list[str]:
@@ -80,11 +74,11 @@ BUILD_IN_WORKER = os.environ.get("EXPLORER_BUILD_WORKER", "1") == "1"  # builds 
 
 
 @lru_cache(maxsize=8)
-def _engine(dataset: str, projection: str | None) -> Engine:
+def _engine(dataset: str, projection: str | None, root: str) -> Engine:
     if projection is None:
-        return Engine(dataset, build_in_worker=BUILD_IN_WORKER)
+        return Engine(dataset, root=root, build_in_worker=BUILD_IN_WORKER)
     projector, k = parse_projection(projection)
-    return Engine(dataset, projector=projector, k=k, build_in_worker=BUILD_IN_WORKER)
+    return Engine(dataset, projector=projector, k=k, root=root, build_in_worker=BUILD_IN_WORKER)
 
 
 def engine(dataset: str, projection: str | None = None) -> Engine:
@@ -92,23 +86,29 @@ def engine(dataset: str, projection: str | None = None) -> Engine:
     features, kernels and builds are never held twice."""
     if dataset not in available_datasets():
         raise Problem(f"There is no model called {dataset!r}.")
-    base = _engine(dataset, None)
+    base = _engine(dataset, None, ROOT)
     if projection in (None, "default", base.store.projection):
         return base
-    return _engine(dataset, projection)
+    return _engine(dataset, projection, ROOT)
 
 
-SOURCES = [("Benchmark image", "benchmark"), ("Generate", "generate"), ("Upload", "upload")]
+SOURCES = [("Benchmark image", "benchmark"), ("Generate", "generate"), ("Prompt", "prompt"), ("Upload", "upload")]
 
 
 def source_choices(dataset: str) -> list:
-    """The query sources this model has: no "Benchmark image" for a model without stored benchmark queries."""
-    return [c for c in SOURCES if c[1] != "benchmark" or engine(dataset).results.has_queries]
+    """The query sources this model has: a text-to-image model takes a prompt instead of a bare seed; no
+    "Benchmark image" for a model without stored benchmark queries."""
+    eng = engine(dataset)
+    drop = {"generate" if eng.task.conditional else "prompt"}
+    if not eng.results.has_queries:
+        drop.add("benchmark")
+    return [c for c in SOURCES if c[1] not in drop]
 
 
 def first_source(dataset: str) -> str:
-    """What the page opens on: a stored benchmark image, or (models without an evaluation) a generated one."""
-    return "benchmark" if engine(dataset).results.has_queries else "generate"
+    """What the page opens on: a stored benchmark image, else a prompt (text-to-image) or a generated seed."""
+    eng = engine(dataset)
+    return "benchmark" if eng.results.has_queries else "prompt" if eng.task.conditional else "generate"
 
 
 def default_projection(dataset: str) -> str:
