@@ -51,11 +51,11 @@ def test_known_answers_per_method_meet_the_measured_floors_and_reproduce(icons_e
 
 
 def test_the_class_mix_splits_the_top_proponents_by_artist(icons_engine):
-    from explorer.ui import mix_plot
+    from explorer.ui.answers import mix_plot
     eng = icons_engine
     styles = np.array(eng.data.meta["style"])[eng.data.train_idx]
     top = np.array([int(np.flatnonzero(styles == "tango")[0])] + np.flatnonzero(styles == "oxygen")[:7].tolist())
-    fig = mix_plot(eng, top)
+    fig = mix_plot(eng, top, np.zeros(len(eng.data.train_idx)))  # scores only split credit (emoji)
     by_name = {t.name: np.asarray(t.y) for t in fig.data}
     assert set(by_name) == {"Oxygen", "Tango"}
     assert by_name["Tango"].sum() == 1 and by_name["Oxygen"].sum() == 7
