@@ -35,9 +35,11 @@ def expected_items() -> list[tuple[int, int]]:
 
 
 def received(out, panels: int = 4) -> tuple[int, int]:
-    """(images, plots) in a /lesson_next reply: text, look, 4 galleries, 2 plots, then the step buttons."""
+    """(images, plots) in a /lesson_next reply: text, look, 4 gallery updates, 2 plot updates (the step
+    buttons and the session's step are not part of the API's reply)."""
+    value = lambda u: u.get("value") if isinstance(u, dict) else u  # noqa: E731
     gals, figs = out[2:2 + panels], out[2 + panels:2 + panels + 2]
-    return sum(len(g or []) for g in gals), sum(f is not None and bool(f) for f in figs)
+    return sum(len(value(g) or []) for g in gals), sum(value(f) is not None for f in figs)
 
 
 def visitor(url: str, j: int, expect, lat: dict, errors: list, complete: list) -> None:
