@@ -56,7 +56,8 @@ def lds_bars(rows: list[dict], split: str, labels: dict[str, str]) -> go.Figure:
                       yaxis=dict(categoryorder="array", categoryarray=order[::-1], dtick=1, automargin=True),
                       legend=dict(orientation="h", y=1.0, yanchor="bottom", x=0, xanchor="left"))
     fig = _layout(fig, f"LDS, {split} images", 120 + 26 * len(order))
-    fig.update_layout(margin=dict(l=10, r=10, t=80, b=50), title=dict(y=0.99, yanchor="top"))
+    fig.update_layout(margin=dict(l=10, r=10, t=110, b=50),  # the title below the page's block label
+                      title=dict(yref="container", y=1, yanchor="top", pad=dict(t=36), x=0.98, xanchor="right"))
     return fig
 
 
@@ -84,8 +85,8 @@ def counterfactual_points(methods: dict[str, dict], labels: dict[str, str], refe
     from plotly.subplots import make_subplots
     order = [m for m in labels if m in methods and m != reference] + [reference] * (reference in methods)
     names = [labels.get(m, m) for m in order]
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("pixel L2 (higher: moved more)",
-                                                        "cosine (lower: moved more)"), horizontal_spacing=0.14)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("pixel L2 (↑ moved more)",
+                                                        "cosine (↓ moved more)"), horizontal_spacing=0.14)
     for col, key in enumerate(("l2", "cosine"), start=1):
         for m, name in zip(order, names):
             v = np.asarray(methods[m][key], float)

@@ -102,5 +102,6 @@ CSS = """
   #results-col { order: -1; }
   .tiles .grid-container { grid-template-columns: repeat(4, minmax(0, 1fr)) !important; }
   .tiles .caption-label { font-size: 12px !important; }
+  #cf-gallery .grid-container { grid-template-columns: repeat(var(--grid-cols), minmax(0, 1fr)) !important; }
 }
 """
