@@ -272,7 +272,8 @@ def test_two_browsers_a_build_never_blocks_a_stored_answer(server):
         t0 = time.time()
         b.locator("#attribute").click()
         b.wait_for_function("t => document.querySelector('#query-info').innerText !== t", arg=before, timeout=30_000)
-        assert time.time() - t0 < 3, time.time() - t0
+        # a guard against waiting behind the build (it was 123 s); the < 2 s bar is benchmarks/classroom.py's
+        assert time.time() - t0 < 6, time.time() - t0
         a.context.browser.close()
 
 
