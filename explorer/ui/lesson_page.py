@@ -12,8 +12,6 @@ from .session import Problem, engine, log, tile
 
 
 LESSON_PANELS = 4  # image rows a lesson step may show
-
-
 LESSON_PLOTS = {"histogram": plots.score_histogram, "scatter": plots.lds_scatter,
                 "bars": lambda rows, split: plots.lds_bars(rows, split, {n: m.label for n, m in METHODS.items()})}
 
