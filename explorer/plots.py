@@ -77,13 +77,18 @@ def lds_scatter(pred: np.ndarray, actual: np.ndarray, rho: float, title: str) ->
     return fig
 
 
+def removal_order(methods, labels: dict[str, str], reference: str = "random") -> list[str]:
+    """The removals in the methods' display order, the ``reference`` removal last (plot and image rows alike)."""
+    return [m for m in labels if m in methods and m != reference] + [reference] * (reference in methods)
+
+
 def counterfactual_points(methods: dict[str, dict], labels: dict[str, str], reference: str = "random") -> go.Figure:
     """The counterfactual per removal: each generated image's change after retraining without the removed
     images, as one point per image, in pixel L2 (higher: moved more) and embedding cosine (lower: moved
     more), with each removal's median as a bar mark and the ``reference`` removal's median as a dashed
     line across. ``methods``: removal key → {"l2": [...], "cosine": [...]}; ``labels`` as in ``lds_bars``."""
     from plotly.subplots import make_subplots
-    order = [m for m in labels if m in methods and m != reference] + [reference] * (reference in methods)
+    order = removal_order(methods, labels, reference)
     names = [labels.get(m, m) for m in order]
     fig = make_subplots(rows=1, cols=2, subplot_titles=("pixel L2 (↑ moved more)",
                                                         "cosine (↓ moved more)"), horizontal_spacing=0.14)

@@ -309,7 +309,7 @@ def _counterfactual(eng: Engine):
         return plots.message("No counterfactual results for this model yet"), gr.update(value=[]), ""
     res, imgs = loaded
     labels = {"random": "random images", **{n: m.label for n, m in METHODS.items()}}
-    order = [m for m in labels if m in res["methods"] and m != "random"] + ["random"] * ("random" in res["methods"])
+    order = plots.removal_order(res["methods"], labels)
     fig = plots.counterfactual_points(res["methods"], labels)
     gal = []
     for j, s in enumerate(res["seeds"]):
