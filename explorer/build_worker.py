@@ -70,8 +70,8 @@ def main(order_json: str) -> int:
     try:
         store = FeatureStore(open_task(order.dataset, order.root, order.device), order.projector, order.k, order.seed,
                              order.cache_dir, order.device)
-        store.gradients(order.model_dir, order.output_fn, order.strategy,
-                        lambda done, total, phase: print(f"progress {done} {total} {phase}", flush=True))
+        store.build_here(order.model_dir, order.output_fn, order.strategy,
+                         lambda done, total, phase: print(f"progress {done} {total} {phase}", flush=True))
     except Exception as e:  # the serving process raises it for every waiting caller
         print(f"error: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
         return 1

@@ -78,6 +78,8 @@ def build(folder: str, expected: dict, n: int, rows: Callable[[int, int], Iterat
     memory, and the manifest records the checksums."""
     begin(folder, expected, n)
     shards = [shard_path(folder, i) for i in range(n_shards(n))]
+    if progress:  # where the build starts: a resumed one past the rows already on disk
+        progress(sum(min(SHARD_ROWS, n - i * SHARD_ROWS) for i, s in enumerate(shards) if os.path.exists(s)), n)
     for i in range(len(shards)):
         if write_shard(folder, i, n, rows) and progress:  # progress reports the rows computed here
             progress(min((i + 1) * SHARD_ROWS, n), n)

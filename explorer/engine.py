@@ -168,14 +168,14 @@ class Engine:
     def benchmark_attribution(self, i: int, method: str, S: int, lam: float | None = None, topk: int = 8
                               ) -> Attribution | None:
         """Benchmark query i's attribution as stored by the LDS stage (uniform timesteps, the λ LDS
-        tuned, this engine's projection), or None when that result was not stored or ``lam`` asks
+        tuned, this engine's projection) or, before any LDS, by the ``answers`` stage (its default λ), or None when that result was not stored or ``lam`` asks
         for another λ. Reading it costs no gradients."""
         m = get_method(method)
         if not self.results.has_queries:
             return None
         split, col = self.results.split_of(i)
         S_key = s_key(m.uses_timesteps, S)
-        row = self.results.row(m.name, S_key, split)
+        row = self.results.answer_row(m.name, S_key, split)
         if row is None or (m.uses_gradients and row.get("projection", LEGACY_PROJECTION) != self.store.projection):
             return None
         if m.uses_lambda and lam is not None and not np.isclose(lam, row["lambda"]):

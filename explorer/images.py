@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:

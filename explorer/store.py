@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from . import cache
+from .build_rates import START_S, PhaseClock, Rates, features_key, gram_rate, spectrum_rate
 from .memory import Held
 from .attribution.features import FeatureComputer, FeatureSpec, embedding_features, pixel_features
 from .attribution.kernel import Features, Kernel, eigenpairs
@@ -143,7 +144,8 @@ class FeatureStore:
         self._features = Held()  # within the process-wide memory budget (least recently used go first)
         self._kernels = Held()
         self._models: dict = {task.paths.model: task.model}
-        self._rates: dict = {}
+        self._rates: dict = {}  # timed gradient chunks (model inputs per second) per (model, output function)
+        self.rates = Rates(self.cache_dir)  # measured build phases on this machine
         self._fits: dict = {}  # per (model, timesteps): DAS residual sizes, EK-FAC factors
 
     @property
@@ -213,26 +215,35 @@ class FeatureStore:
         if not build:
             raise cache.CacheError("these training features are not computed yet")
         _, folder = self._folders(model_dir, spec)
-        expected = self._expected(model_dir, spec)
-        model = self.model(model_dir)
 
         def job(report: Progress, should_stop: Callable[[], bool]) -> Features:
+            clock = PhaseClock(report, FEATURES)
             if self.runner is not None:
                 self.runner(BuildOrder(self.task.paths.dataset, self.task.paths.root, self.projector, self.k, self.seed,
-                                       self.cache_dir, self.device, model_dir, output_fn, strategy), report, should_stop)
-                feats = cache.load(folder, expected)
+                                       self.cache_dir, self.device, model_dir, output_fn, strategy), clock, should_stop)
+                feats = cache.load(folder, self._expected(model_dir, spec))
             else:
-                feats = cache.build(folder, expected, len(self.task.data.train_idx),
-                                    self._rows(model, spec, should_stop), lambda a, b: report(a, b, FEATURES))
-                # part of the build, so the first visitor after it waits for neither (read from disk if done)
-                for phase, step in ((GRAM, self.gram), (SPECTRUM, self.spectrum)):
-                    report(0, 1, phase)
-                    step(feats)
-                    report(1, 1, phase)
+                feats = self.build_here(model_dir, output_fn, strategy, clock, should_stop)
+            clock.finish(self.rates, self._phase_work(output_fn, strategy, feats.k))
             return feats
 
         self._features[folder] = BUILDS.run(folder, job, progress, left)
         return self._features[folder]
+
+    def build_here(self, model_dir: str, output_fn: str, strategy: TimestepStrategy, report: Progress,
+                   should_stop: Callable[[], bool] = lambda: False) -> Features:
+        """Builds one feature set in this thread, reporting every phase as it starts and ends (a build
+        worker's whole job): the features (resuming from the shards on disk), their Gram matrix and the
+        kernel's eigenpairs, so the first visitor after it waits for neither."""
+        spec = self.spec(output_fn, strategy)
+        _, folder = self._folders(model_dir, spec)
+        feats = cache.build(folder, self._expected(model_dir, spec), len(self.task.data.train_idx),
+                            self._rows(self.model(model_dir), spec, should_stop), lambda a, b: report(a, b, FEATURES))
+        for phase, step in ((GRAM, self.gram), (SPECTRUM, self.spectrum)):
+            report(0, 1, phase)
+            step(feats)
+            report(1, 1, phase)
+        return feats
 
     def _rows(self, model, spec: FeatureSpec, should_stop: Callable[[], bool] = lambda: False):
         """``rows(a, b)`` for ``cache.build``: the features of training images a … b−1."""
@@ -259,11 +270,29 @@ class FeatureStore:
         cache.write_shard(self._folders(model_dir, spec)[1], i, len(self.task.data.train_idx),
                           self._rows(self.model(model_dir), spec))
 
+    def _phase_work(self, output_fn: str, strategy: TimestepStrategy, k: int) -> dict[str, tuple[str, float]]:
+        """Per phase of one model's build: (its key in the measured rates, its units of work)."""
+        n, S = len(self.task.data.train_idx), len(strategy.timesteps())
+        return {"start": ("start", 1),
+                FEATURES: (features_key(self.task.paths.dataset, output_fn, self.projection), n * S),
+                GRAM: ("gram", n * n * k if n < k else 0),
+                SPECTRUM: ("spectrum/" + ("dual" if n < k else "primal"), min(n, k) ** 3)}
+
     def estimate_seconds(self, models: list[str], output_fn: str, strategy: TimestepStrategy) -> float:
-        """Build time of the missing sets, from a timed gradient chunk of this model on this machine."""
+        """Build time of the missing sets: each phase's work at the rate measured by this machine's recent
+        builds (``explorer.build_rates``), or, before any, from a timed gradient chunk of this model and timed
+        matrix products; scaled by the current load."""
         missing = [m for m in models if self._load(m, self.spec(output_fn, strategy)) is None]
         if not missing:
             return 0.0
+        k = self.task.n_attributed_parameters if self.projector == "exact" else self.k
+        work = self._phase_work(output_fn, strategy, k)
+        fallback = {"start": lambda: START_S, work[FEATURES][0]: lambda: 1 / self._probe_rate(output_fn),
+                    "gram": gram_rate, work[SPECTRUM][0]: spectrum_rate}
+        return len(missing) * self.rates.estimate(dict(work.values()), fallback)
+
+    def _probe_rate(self, output_fn: str) -> float:
+        """Model inputs per second of this model's gradients, from one timed chunk (8 images × 8 timesteps)."""
         key = (self.task.paths.model, output_fn)
         if key not in self._rates:
             fc = self._computer(self.task.model, self.spec(output_fn, TimestepStrategy("uniform", 8)))
@@ -272,9 +301,8 @@ class FeatureStore:
             fc(x, list(range(8)), ctx)  # warm-up
             t = time.perf_counter()
             fc(x, list(range(8)), ctx)
-            self._rates[key] = 64 / (time.perf_counter() - t)  # model inputs per second
-        S = len(strategy.timesteps())
-        return len(missing) * len(self.task.data.train_idx) * S / self._rates[key] * 1.1
+            self._rates[key] = 64 / (time.perf_counter() - t)
+        return self._rates[key]
 
     def gram(self, feats: Features) -> np.ndarray | None:
         """Φ Φᵀ of stored features (n < k), kept in the cache under the features' checksum: computing it

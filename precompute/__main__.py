@@ -1,4 +1,7 @@
-"""``python -m precompute <stage> --dataset D``: stages train, ensemble, features, lds, counterfactual, lesson, all.
+"""``python -m precompute <stage> --dataset D``: stages train, ensemble, features, lds, counterfactual, answers,
+lesson, all.
+
+``answers`` stores the benchmark queries and the default methods' scores a model opens on before its LDS.
 
 The emoji text-to-image setting has its own stages: ``data`` (the drawings from the npm packages) and
 ``base`` (the base text-to-image model), ``lora`` (its LoRA fine-tune on two artists; both resumable) and
@@ -20,7 +23,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m precompute", description=__doc__, allow_abbrev=False)
     p.add_argument("stage", choices=["data", "base", "lora", "known", "train", "ensemble", "features", "lds", "counterfactual",
-                                              "lesson", "all"])
+                                              "answers", "lesson", "all"])
     p.add_argument("--dataset", required=True, help="digits, shapes, a name for --data, or a path to an image folder")
     p.add_argument("--data", default=None, help="train: an image folder (class sub-folders become labels); the "
                    "model is saved as assets/<dataset>/ and listed in the app")
@@ -79,6 +82,9 @@ def run_stages(args, stages: list[str], cfg) -> None:
         elif stage == "features":
             from . import features
             features.run(args.dataset, methods=args.method, device=args.device, engine=args.engine, address=args.address)
+        elif stage == "answers":
+            from . import answers
+            answers.run(args.dataset, device=args.device)
         elif stage == "lesson":
             from . import lesson
             lesson.run(args.dataset, device=args.device)

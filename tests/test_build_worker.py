@@ -16,12 +16,14 @@ def _engine(tmp_path, name, worker):
     return Engine("digits", "countsketch", 1024, cache_dir=str(tmp_path / name), build_in_worker=worker)
 
 
-def test_a_worker_build_equals_the_in_process_build(tmp_path):
+def test_a_worker_build_equals_the_in_process_build(tmp_path, monkeypatch):
     here, there = _engine(tmp_path, "here", False), _engine(tmp_path, "there", True)
     from explorer.attribution.kernel import Kernel
     from explorer.store import FEATURES, GRAM, SPECTRUM
     seen = []
+    t = time.perf_counter()
     there.build("dtrak", ST, lambda done, total, phase: seen.append((done, total, phase)))
+    wall = time.perf_counter() - t
     here.build("dtrak", ST)
     a = there.store.gradients(there.task.paths.model, "square", ST, build=False)
     b = here.store.gradients(here.task.paths.model, "square", ST, build=False)
@@ -36,6 +38,18 @@ def test_a_worker_build_equals_the_in_process_build(tmp_path):
     q = np.asarray(a.rows[:3], np.float64)
     np.testing.assert_allclose(got.scores(q, 0.1), Kernel(a).scores(q, 0.1), rtol=1e-6, atol=1e-9)
     assert any(f.endswith(".v.npy") for f in os.listdir(os.path.join(there.store.cache_dir, "spectrum")))
+    # the serving process filed the phases it saw (worker start included): they add up to the build's wall time,
+    # and the next estimate for this model is made of them (S = 2: twice the gradients), not of a probe
+    from explorer import build_rates
+    rates = build_rates.Rates(there.store.cache_dir)
+    n, k = 1528, 1024
+    start, per_input, spectrum = rates.rate("start"), rates.rate("features/digits/square/countsketch1024"), \
+        rates.rate("spectrum/primal")
+    assert 0.7 * wall < start + per_input * n + spectrum * k ** 3 <= wall
+    monkeypatch.setattr(build_rates.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    monkeypatch.setattr(there.store, "_probe_rate", lambda *a: pytest.fail("the measured rates were not used"))
+    assert there.estimate_seconds("dtrak", TimestepStrategy("uniform", 2)) == pytest.approx(
+        (start + per_input * n * 2 + spectrum * k ** 3) * build_rates.load_factor(2))
 
 
 def test_the_worker_runs_at_lower_priority(monkeypatch):
@@ -63,7 +77,8 @@ def test_a_stopped_worker_build_resumes_from_its_shards(tmp_path):
     assert 2 <= len(shards) < 6, shards  # some of the 6 shards of 256 images were written, not all
     resumed = []
     eng.build("trak", ST, lambda done, total, phase: resumed.append(done) if total > 1 else None)
-    assert min(d for d in resumed if d > 0) >= 768  # the next build computed only the shards still missing
+    # the next build starts where the shards on disk end and computes only the shards still missing
+    assert resumed[0] == 256 * len(shards) and min(resumed) == resumed[0] and max(resumed) > resumed[0]
     fresh = _engine(tmp_path, "fresh", False)
     fresh.build("trak", ST)
     assert eng.store.gradients(eng.task.paths.model, "simple", ST, build=False).sha == \

@@ -1,4 +1,3 @@
-import os
 import pytest
 import torch
 from torch.func import functional_call, grad, vmap

@@ -69,6 +69,23 @@ def test_attribute_shows_the_query_the_settings_and_fitting_thumbnails():
     assert sim[4]["label"] == "Least similar training images"
 
 
+@pytest.mark.parametrize("dataset", ["shapes", "icons"])
+def test_every_model_opens_on_a_stored_answer(dataset):
+    """Shapes and icons have no LDS yet but ship their benchmark queries and first answers: the page opens on
+    one, read from disk (no training features exist in the test cache), as digits does."""
+    from explorer import ui
+    from explorer.attribution.timesteps import TimestepStrategy
+    eng = ui.engine(dataset)
+    from explorer.ui.session import first_source
+    assert first_source(dataset) == "benchmark"
+    assert not eng.ready("dtrak", TimestepStrategy("uniform", 10))
+    for method, i in (("dtrak", 0), ("trak", 150)):
+        out = _attr(dataset=dataset, method=method, bench_index=i, projection=eng.store.projection)
+        assert out[0]["visible"] is False and "read from the stored benchmark results" in out[2], out[0]
+        stored = eng.results.stored_scores(method, 10, eng.results.split_of(i)[0])[eng.results.split_of(i)[1]]
+        assert out[7]["pro"] == np.argsort(-stored.astype(np.float64), kind="stable")[:8].tolist()
+
+
 def test_lambda_shown_is_the_lambda_of_the_displayed_scores():
     """One owner for λ: a generated benchmark image uses the λ LDS tuned on generated images."""
     from explorer import ui

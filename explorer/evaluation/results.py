@@ -4,6 +4,7 @@ engine and the UI read through it.
 
     subsets.npy, queries.npz, outputs.npy                    LDS ground truth
     lds.json                                                 one row per (method, S, split)
+    answers.json                                             rows of stored answers without LDS (``answers`` stage)
     scores/<method>_S<S>_<split>.npy, pred/…                 stored benchmark scores and predictions
     counterfactual.json, counterfactual_images.npz, counterfactual_removed.npz
     lesson.json                                              the lesson's duplicate search / timestep walk
@@ -69,6 +70,25 @@ class EvalResults:
     def row(self, method: str, S: int | None, split: str) -> dict | None:
         return self._rows.get((method, S, split))
 
+    @cached_property
+    def _answer_rows(self) -> dict:
+        p = self.path("answers.json")
+        rows = read_json(p)["rows"] if os.path.exists(p) else []
+        return {(r["method"], r["S"], r["split"]): r for r in rows}
+
+    def answer_row(self, method: str, S: int | None, split: str) -> dict | None:
+        """What stored scores of (method, S, split) were made with (λ, projection): the LDS row, else the row of
+        a first answer stored before any LDS (a model the maintainer has not retrained yet)."""
+        return self.row(method, S, split) or self._answer_rows.get((method, S, split))
+
+    def save_answer(self, row: dict, scores: np.ndarray) -> None:
+        """Stores a first answer: its scores and its answers.json row (no predictions: no LDS behind it)."""
+        os.makedirs(self.path("scores"), exist_ok=True)
+        save_npy(self.path("scores", tag(row["method"], row["S"], row["split"]) + ".npy"), scores.astype(np.float16))
+        rows = {**self._answer_rows, (row["method"], row["S"], row["split"]): row}
+        write_json(self.path("answers.json"), {"rows": list(rows.values())})
+        self.__dict__.pop("_answer_rows", None)
+
     def lam(self, method: str, S: int | None, split: str) -> float | None:
         """The λ that the stored scores of (method, S, split) used (tuned on the tuning subsets)."""
         r = self.row(method, S, split)
@@ -76,7 +96,7 @@ class EvalResults:
 
     def stored_scores(self, method: str, S: int | None, split: str) -> np.ndarray | None:
         p = self.path("scores", tag(method, S, split) + ".npy")
-        return load_npy(p) if os.path.exists(p) and self.row(method, S, split) else None
+        return load_npy(p) if os.path.exists(p) and self.answer_row(method, S, split) else None
 
     def stored_pred(self, method: str, S: int | None, split: str) -> np.ndarray | None:
         p = self.path("pred", tag(method, S, split) + ".npy")
