@@ -12,7 +12,7 @@ unit in ``rates.json`` of the feature cache (the last ``KEEP`` builds per key); 
 sum over phases of units × the median rate, with fallbacks measured on the spot when nothing was built
 here yet, scaled by the machine's current load:
 
-    seconds ≈ (Σ_phase units_phase · rate_phase) · max(1, (load₁ + threads) / cpus)
+    seconds ≈ (Σ_phase units_phase · rate_phase) · max(1, (busy cores + threads) / cpus)
 """
 from __future__ import annotations
 
@@ -63,14 +63,24 @@ class Rates:
         return total * load_factor(threads)
 
 
+def busy_cores(interval: float = 0.1) -> float:
+    """Cores busy right now (from two reads of /proc/stat ``interval`` s apart; the 1-minute load average
+    lags a build that just ended by a minute, which doubled estimates right after one)."""
+    def read():
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        return sum(v), v[3] + v[4]  # total, idle + iowait
+    try:
+        (t0, i0), _, (t1, i1) = read(), time.sleep(interval), read()
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return (os.cpu_count() or 1) * (1 - (i1 - i0) / max(t1 - t0, 1))
+
+
 def load_factor(threads: int) -> float:
     """How much slower a build of ``threads`` threads runs now than on an idle machine."""
     cpus = os.cpu_count() or 1
-    try:
-        load = os.getloadavg()[0]
-    except OSError:
-        return 1.0
-    return max(1.0, (load + min(threads, cpus)) / cpus)
+    return max(1.0, (busy_cores() + min(threads, cpus)) / cpus)
 
 
 _MEASURED: dict[str, float] = {}

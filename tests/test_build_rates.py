@@ -39,10 +39,10 @@ def test_the_estimate_is_the_median_rates_times_the_work_scaled_by_the_load(tmp_
     rates.record("start", 4.0, 1)
     fallback = {"start": lambda: 99.0, "f": lambda: 99.0, "gram": lambda: 1e-9}
     monkeypatch.setattr(build_rates.os, "cpu_count", lambda: 2)
-    monkeypatch.setattr(build_rates.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    monkeypatch.setattr(build_rates, "busy_cores", lambda: 0.0)
     idle = rates.estimate({"start": 1, "f": 5000, "gram": 1e9}, fallback)
     assert idle == pytest.approx(4.0 + 5000 * 0.002 + 1.0)  # the unmeasured gram from its fallback
-    monkeypatch.setattr(build_rates.os, "getloadavg", lambda: (2.0, 0.0, 0.0))  # another build holds both cores
+    monkeypatch.setattr(build_rates, "busy_cores", lambda: 2.0)  # another build holds both cores
     assert rates.estimate({"start": 1, "f": 5000, "gram": 1e9}, fallback) == pytest.approx(2 * idle)
     (tmp_path / "rates.json").write_text("{not json")  # damaged: the fallbacks, never an error
     assert Rates(str(tmp_path)).estimate({"f": 10}, fallback) == pytest.approx(2 * 990.0)

@@ -46,7 +46,7 @@ def test_a_worker_build_equals_the_in_process_build(tmp_path, monkeypatch):
     start, per_input, spectrum = rates.rate("start"), rates.rate("features/digits/square/countsketch1024"), \
         rates.rate("spectrum/primal")
     assert 0.7 * wall < start + per_input * n + spectrum * k ** 3 <= wall
-    monkeypatch.setattr(build_rates.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    monkeypatch.setattr(build_rates, "busy_cores", lambda: 0.0)
     monkeypatch.setattr(there.store, "_probe_rate", lambda *a: pytest.fail("the measured rates were not used"))
     assert there.estimate_seconds("dtrak", TimestepStrategy("uniform", 2)) == pytest.approx(
         (start + per_input * n * 2 + spectrum * k ** 3) * build_rates.load_factor(2))
