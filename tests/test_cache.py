@@ -41,7 +41,7 @@ def test_interrupted_build_resumes_to_identical_result(tmp_path):
 
     def progress(done, total):
         calls.append(done)
-        if len(calls) == 2:
+        if len(calls) == 3:  # where the build starts (0), then two shards
             raise KeyboardInterrupt
 
     folder = str(tmp_path / "r")
@@ -52,7 +52,7 @@ def test_interrupted_build_resumes_to_identical_result(tmp_path):
     assert sorted(f for f in os.listdir(folder) if f.startswith("shard")) == ["shard_00000.npy", "shard_00001.npy"]
     resumed = []
     arr = cache.build(folder, exp, 700, _rows(data), lambda d, t: resumed.append(d))
-    assert resumed == [700]  # only the missing shard was computed
+    assert resumed == [512, 700]  # it starts where the shards on disk end; only the missing one was computed
     fresh = cache.build(str(tmp_path / "f"), exp, 700, _rows(data))
     assert np.array_equal(arr.rows, fresh.rows) and np.array_equal(arr.scale, fresh.scale)
     for name in ("features.npy", "scale.npy"):  # deterministic: a rebuild writes the same bytes
