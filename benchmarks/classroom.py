@@ -18,7 +18,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import percentiles, report  # noqa: E402
-from screenshots import free_port, launch  # noqa: E402
+from screenshots import served  # noqa: E402
 from explorer.attribution.registry import BASELINE_METHOD, DEFAULT_METHOD  # noqa: E402
 
 BUILD = ("digits", DEFAULT_METHOD, "random", 10, "exact")  # a build nobody has cached: random timesteps
@@ -111,11 +111,8 @@ def main():
     from gradio_client import Client
     tmp = tempfile.mkdtemp(prefix="classroom-")
     os.environ["EXPLORER_CACHE"] = os.path.join(tmp, "cache")  # the build below is nobody's cached set
-    port = free_port()
-    proc = launch(port, os.path.join(tmp, "server.log"))
-    url = f"http://127.0.0.1:{port}"
     res = {"cpu_count": os.cpu_count(), "visitors": a.visitors, "build": BUILD}
-    try:
+    with served(os.path.join(tmp, "server.log")) as (url, _):
         boss = Client(url, verbose=False)
         for m in (DEFAULT_METHOD, BASELINE_METHOD):  # the start-up build first: the stored answers and lesson need none
             boss.predict("digits", m, "uniform", 10, "exact", api_name="/build")
@@ -142,9 +139,6 @@ def main():
         res["stored_answers_5_visitors_during_build"] = stored_answers(url, 5, 6)
         res["build_running_after_stored_answers"] = not build_done.is_set()
         build_done.wait(900)
-    finally:
-        proc.terminate()
-        proc.wait(10)
     report(res, a.out)
 
 

@@ -17,7 +17,7 @@ import psutil
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import report  # noqa: E402
-from screenshots import free_port, launch  # noqa: E402
+from screenshots import served  # noqa: E402
 from explorer.attribution.registry import BASELINE_METHOD, DEFAULT_METHOD, EMBEDDING_METHOD, PIXEL_METHOD  # noqa: E402
 
 MODELS = {"digits": "exact", "shapes": "countsketch4096", "icons": "countsketch4096"}
@@ -60,21 +60,16 @@ def main():
     a = p.parse_args()
     res = {"cpu_count": os.cpu_count(), "ram_gb": round(psutil.virtual_memory().total / 2 ** 30, 1), "runs": []}
     for budget in a.budgets.split(","):
-        port = free_port()
         log = os.path.join(tempfile.mkdtemp(prefix="memory-"), "server.log")
-        proc = launch(port, log, env={"EXPLORER_MEMORY_GB": budget})
-        try:
+        with served(log, env={"EXPLORER_MEMORY_GB": budget}) as (url, proc):
             stop, sampled = threading.Event(), []
             threading.Thread(target=lambda: [sampled.append(psutil.Process(proc.pid).memory_info().rss)
                                              for _ in iter(lambda: stop.wait(0.5), True)], daemon=True).start()
-            rows = visit(f"http://127.0.0.1:{port}", proc)
+            rows = visit(url, proc)
             stop.set()
             res["runs"].append({"EXPLORER_MEMORY_GB": float(budget), "per_model": rows,
                                 "peak_rss_mb": round(peak_mb(proc.pid)),
                                 "max_sampled_rss_mb": round(max(sampled) / 2 ** 20) if sampled else None})
-        finally:
-            proc.terminate()
-            proc.wait(10)
     report(res, a.out)
 
 

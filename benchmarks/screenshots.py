@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 
 TABS = ["Attribute", "Compare", "Timesteps", "Evaluation", "Lesson", "Learn"]
 LESSON_STEPS = 6
@@ -40,6 +41,18 @@ def launch(port: int, log_path: str, env: dict | None = None, cwd: str | None = 
     raise RuntimeError(log.read()[-3000:])
 
 
+@contextmanager
+def served(log_path: str, env: dict | None = None, cwd: str | None = None):
+    """``python app.py`` on a free port for the ``with`` block: yields (url, process), then stops it."""
+    port = free_port()
+    proc = launch(port, log_path, env, cwd)
+    try:
+        yield f"http://127.0.0.1:{port}", proc
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 def browser(p):
     return p.chromium.launch(executable_path="/usr/bin/chromium", args=[
         "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -63,15 +76,13 @@ def main():
     args = a.parse_args()
     from playwright.sync_api import sync_playwright
     os.makedirs(args.out, exist_ok=True)
-    port = free_port()
-    proc = launch(port, os.path.join(args.out, "server.log"))
-    try:
+    with served(os.path.join(args.out, "server.log")) as (url, _):
         with sync_playwright() as p:
             b = browser(p)
             sizes = [("", 1280, 720)] + ([("_390", 390, 844)] if args.narrow else [])
             for suffix, w, h in sizes:
                 page = b.new_page(viewport={"width": w, "height": h})
-                page.goto(f"http://127.0.0.1:{port}")
+                page.goto(url)
                 page.locator("#proponents img").first.wait_for(timeout=120_000)
                 page.wait_for_timeout(1500)
                 for tab in TABS:
@@ -106,9 +117,6 @@ def main():
                     page.screenshot(path=os.path.join(args.out, f"icons{suffix}.png"), full_page=True)
                 page.close()
             b.close()
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import percentiles, report  # noqa: E402
-from screenshots import browser, free_port, launch  # noqa: E402
+from screenshots import browser, served  # noqa: E402
 from explorer.attribution.registry import BASELINE_METHOD, DEFAULT_METHOD  # noqa: E402
 
 SETTINGS = (DEFAULT_METHOD, "uniform", 10, "exact", None, 8)
@@ -148,12 +148,9 @@ def main():
     os.environ["EXPLORER_CACHE"] = os.path.join(tmp, "cache")  # a first start: nothing built yet
     upload = os.path.join(tmp, "upload.png")
     Image.fromarray((np.random.default_rng(0).random((300, 200, 3)) * 255).astype(np.uint8)).save(upload)
-    port = free_port()
     t = time.perf_counter()
-    proc = launch(port, os.path.join(tmp, "server.log"))
-    res = {"cpu_count": os.cpu_count(), "startup_s": time.perf_counter() - t}
-    url = f"http://127.0.0.1:{port}"
-    try:
+    with served(os.path.join(tmp, "server.log")) as (url, _):
+        res = {"cpu_count": os.cpu_count(), "startup_s": time.perf_counter() - t}
         from gradio_client import Client
         c = Client(url, verbose=False)
         res.update(first_view_and_two_browsers(url))
@@ -162,9 +159,6 @@ def main():
             c.predict("digits", m, "uniform", 10, "exact", api_name="/build")
         res["startup_build_done_after_s"] = res["startup_s"] + res["first_view_s"] + (time.perf_counter() - t)
         res["load"] = load(url, a.clients, a.seconds, upload)
-    finally:
-        proc.terminate()
-        proc.wait(10)
     res["server_time_s"] = server_times(upload, a.reps)
     report(res, a.out)
 

@@ -44,9 +44,9 @@ class Rates:
         except (OSError, ValueError):
             return {}  # a damaged file is rebuilt by the next build
 
-    def rate(self, key: str) -> float | None:
-        """Median seconds per unit of the recent builds of ``key``, or None."""
-        seen = self._read().get(key)
+    def rate(self, key: str, data: dict | None = None) -> float | None:
+        """Median seconds per unit of the recent builds of ``key`` (from ``data``, the file read once), or None."""
+        seen = (self._read() if data is None else data).get(key)
         return float(np.median(seen)) if seen else None
 
     def record(self, key: str, seconds: float, units: float) -> None:
@@ -59,7 +59,8 @@ class Rates:
 
     def estimate(self, units: dict[str, float], fallback: dict[str, Callable[[], float]], threads: int = 2) -> float:
         """Σ units[key] · rate(key) (``fallback[key]()`` where nothing was measured), scaled by the load."""
-        total = sum(u * (self.rate(key) or fallback[key]()) for key, u in units.items() if u)
+        data = self._read()
+        total = sum(u * (self.rate(key, data) or fallback[key]()) for key, u in units.items() if u)
         return total * load_factor(threads)
 
 

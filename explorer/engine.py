@@ -139,8 +139,11 @@ class Engine:
         train = m.train_features(self.store, strategy, None, False)
         kernels = ([self.store.kernel((m.feature_key(), strategy.key, self.store.projection, i), t)
                     for i, t in enumerate(train)] if m.uses_kernel else None)
-        s = np.concatenate([m.score(train, m.query_features(self.store, [query], strategy, noise_seed=1000 + r), lam,
-                                    kernels) for r in range(draws)])
+        drawn = [m.query_features(self.store, [query], strategy, noise_seed=1000 + r) for r in range(draws)]
+        if all(isinstance(f, np.ndarray) for d in drawn for f in d):  # every draw in one pass over the features
+            s = m.score(train, [np.concatenate(per_model) for per_model in zip(*drawn)], lam, kernels)
+        else:
+            s = np.concatenate([m.score(train, d, lam, kernels) for d in drawn])
         tops = blockwise_topk(lambda rows: s[rows], draws, topk).proponents
         return tops, np.bincount(tops.ravel(), minlength=s.shape[1])
 
@@ -167,9 +170,9 @@ class Engine:
 
     def benchmark_attribution(self, i: int, method: str, S: int, lam: float | None = None, topk: int = 8
                               ) -> Attribution | None:
-        """Benchmark query i's attribution as stored by the LDS stage (uniform timesteps, the λ LDS
-        tuned, this engine's projection) or, before any LDS, by the ``answers`` stage (its default λ), or None when that result was not stored or ``lam`` asks
-        for another λ. Reading it costs no gradients."""
+        """Benchmark query i's attribution as stored by the LDS stage (uniform timesteps, the λ LDS tuned,
+        this engine's projection) or, before any LDS, by the ``answers`` stage (its default λ), or None when
+        that result was not stored or ``lam`` asks for another λ. Reading it costs no gradients."""
         m = get_method(method)
         if not self.results.has_queries:
             return None

@@ -144,7 +144,7 @@ class FeatureStore:
         self._features = Held()  # within the process-wide memory budget (least recently used go first)
         self._kernels = Held()
         self._models: dict = {task.paths.model: task.model}
-        self._rates: dict = {}  # timed gradient chunks (model inputs per second) per (model, output function)
+        self._probes: dict = {}  # timed gradient chunks (model inputs per second) per (model, output function)
         self.rates = Rates(self.cache_dir)  # measured build phases on this machine
         self._fits: dict = {}  # per (model, timesteps): DAS residual sizes, EK-FAC factors
 
@@ -294,15 +294,15 @@ class FeatureStore:
     def _probe_rate(self, output_fn: str) -> float:
         """Model inputs per second of this model's gradients, from one timed chunk (8 images × 8 timesteps)."""
         key = (self.task.paths.model, output_fn)
-        if key not in self._rates:
+        if key not in self._probes:
             fc = self._computer(self.task.model, self.spec(output_fn, TimestepStrategy("uniform", 8)))
             x, ctx = self.task.data.train_x[:8], self.task.train_context
             ctx = None if ctx is None else ctx[:8]
             fc(x, list(range(8)), ctx)  # warm-up
             t = time.perf_counter()
             fc(x, list(range(8)), ctx)
-            self._rates[key] = 64 / (time.perf_counter() - t)
-        return self._rates[key]
+            self._probes[key] = 64 / (time.perf_counter() - t)
+        return self._probes[key]
 
     def gram(self, feats: Features) -> np.ndarray | None:
         """Φ Φᵀ of stored features (n < k), kept in the cache under the features' checksum: computing it

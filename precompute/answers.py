@@ -17,19 +17,18 @@ from explorer.attribution.timesteps import TimestepStrategy
 from explorer.evaluation.results import SPLITS, s_key
 from explorer.paths import AssetPaths
 
-from .evaluate import EvalConfig, _write_queries
+from .evaluate import EvalConfig, write_queries
 
 ANSWERED = (DEFAULT_METHOD, BASELINE_METHOD)
-S = 10
 
 
 def run(dataset: str, device: str = "cpu", cfg: EvalConfig | None = None) -> list[dict]:
-    from explorer.engine import Engine
+    from explorer.engine import DEFAULT_S as S, Engine
     cfg = cfg or EvalConfig()
     paths = AssetPaths(dataset)
     os.makedirs(paths.eval, exist_ok=True)
     if not os.path.exists(os.path.join(paths.eval, "queries.npz")):
-        _write_queries(dataset, os.path.join(paths.eval, "queries.npz"), cfg, device)
+        write_queries(dataset, os.path.join(paths.eval, "queries.npz"), cfg, device)
     eng = Engine(dataset, device=device)
     res, rows = eng.results, []
     for name in ANSWERED:

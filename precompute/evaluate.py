@@ -129,7 +129,7 @@ def run_lds(dataset: str, device: str = "cpu", engine: str = "local", address: s
                          f"delete the eval folder's subsets.npy and outputs.npy to start a new protocol")
     queries_path = os.path.join(paths.eval, "queries.npz")
     if not os.path.exists(queries_path):
-        _write_queries(dataset, queries_path, cfg, device)
+        write_queries(dataset, queries_path, cfg, device)
 
     jobs = _subset_jobs(dataset, subsets, cfg, device, queries=queries_path, gt=(cfg.gt_t_every, cfg.gt_draws))
     run_jobs(train_job, jobs, engine, address, desc="subset models")
@@ -169,7 +169,7 @@ def _keep_ensemble(dataset: str, run_dirs: list[str]) -> list[str]:
     return out
 
 
-def _write_queries(dataset: str, path: str, cfg: EvalConfig, device: str) -> None:
+def write_queries(dataset: str, path: str, cfg: EvalConfig, device: str) -> None:
     """Benchmark queries: n_val validation images (seeded choice) and n_gen DDIM-50 samples (seed j)."""
     from explorer.attribution.features import GENERATED_UID
     ds = open_dataset(AssetPaths(dataset))

@@ -71,12 +71,9 @@ TINY_T2I = _tiny_t2i()
 @pytest.fixture(scope="session")
 def server(tmp_path_factory):
     """``python app.py`` launched once for every browser / client test (shares the test feature cache)."""
-    from screenshots import free_port, launch
-    port = free_port()
-    proc = launch(port, str(tmp_path_factory.mktemp("server") / "server.log"))
-    yield f"http://127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(10)
+    from screenshots import served
+    with served(str(tmp_path_factory.mktemp("server") / "server.log")) as (url, _):
+        yield url
 
 
 def page_at(p, server, w=1280, h=720):

@@ -12,7 +12,7 @@ from PIL import Image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-from screenshots import free_port, launch  # noqa: E402
+from screenshots import served  # noqa: E402
 
 
 def _folder(root, classes=("dots", "bars"), n=14, extra=True):
@@ -60,10 +60,8 @@ def test_a_folder_becomes_a_model_the_app_lists_after_a_restart(own_env):
     info = json.load(open(tmp / "assets" / "mine" / "train.json"))
     assert info["data_source"] == str(tmp / "mine_imgs") and info["data_options"] == {"resolution": 8}
 
-    port = free_port()
-    proc = launch(port, str(tmp / "app.log"), env=env)
-    try:
-        c = Client(f"http://127.0.0.1:{port}", verbose=False)
+    with served(str(tmp / "app.log"), env=env) as (url, _):
+        c = Client(url, verbose=False)
         for name, reading in (("mine", "the classifier reads it as"), ("flat", "no classifier")):
             out = c.predict(name, "generate", 0, 20, 0, None, False, "dtrak", "uniform", 10, "exact", None, 8,
                             api_name="/attribute")
@@ -72,9 +70,6 @@ def test_a_folder_becomes_a_model_the_app_lists_after_a_restart(own_env):
         out = c.predict("flat", "generate", 0, 20, 0, None, False, "embedding-cos", "uniform", 10, "exact", None, 8,
                         api_name="/attribute")  # the one method that needs a classifier says so
         assert "needs a classifier" in out[0]["value"], out[0]
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def _snapshot(folder):

@@ -11,7 +11,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 import deploy_space  # noqa: E402
-from screenshots import free_port, launch  # noqa: E402
+from screenshots import served  # noqa: E402
 
 
 def test_the_shipped_bundle_passes_the_hubs_rules():
@@ -58,10 +58,8 @@ def test_the_bundle_boots_as_a_space_and_answers_a_client(tmp_path):
     from gradio_client import Client, handle_file
     bundle = deploy_space.copy_bundle(str(tmp_path / "space"))
     assert not os.path.exists(os.path.join(bundle, "tests"))
-    port = free_port()
-    proc = launch(port, str(tmp_path / "space.log"), env={"SPACE_ID": "test/explorer"}, cwd=bundle)
-    try:
-        c = Client(f"http://127.0.0.1:{port}", verbose=False)
+    with served(str(tmp_path / "space.log"), env={"SPACE_ID": "test/explorer"}, cwd=bundle) as (url, _):
+        c = Client(url, verbose=False)
         first = c.predict("digits", "benchmark", 0, 50, 100, None, False, "dtrak", "uniform", 10, "exact", None, 8,
                           api_name="/attribute")
         assert "generated image 0" in first[2] and len(first[3]["value"]) == 8
@@ -73,7 +71,4 @@ def test_the_bundle_boots_as_a_space_and_answers_a_client(tmp_path):
         assert isinstance(up[2], str), up[0]
         assert up[2].startswith("Your upload") and len(up[3]["value"]) == 8
         assert str(tmp_path) not in up[2] and "/tmp" not in up[2]
-    finally:
-        proc.terminate()
-        proc.wait(10)
     assert "http://0.0.0.0:" in (tmp_path / "space.log").read_text()  # inside a Space it listens on all interfaces
