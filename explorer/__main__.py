@@ -1,11 +1,15 @@
-"""``python -m explorer attribute``: attribute a batch of images from the command line, with the
-same engine (features, kernels, λ) as the page.
+"""``python -m explorer attribute``: attribute a batch of images, or of prompts to a text-to-image model,
+from the command line, with the same engine (features, kernels, λ) as the page.
 
     python -m explorer attribute --dataset digits --images generated/ --method dtrak --top 10 --out results.json
+    python -m explorer attribute --dataset mysd --prompts prompts.txt --seed 0 --out results.json
 
-Each image is read as an upload (converted to the model's format). The output (``.json`` or ``.csv``)
-names, for each image, its top proponents and opponents: training index, file name (image-folder
-models), label and score, with the method, timesteps, λ and projection used.
+Each image is read as an upload (converted to the model's format; under ``--caption`` for a text-to-image
+model); each line of a prompts file is drawn with seed ``--seed`` + its line's position among the prompts,
+then attributed. The output (``.json`` or ``.csv``) names, for each query, its top proponents and opponents:
+training index, file name (folder models), label, caption and contributor (captioned data) and score, with
+the method, timesteps, λ and projection used; for data with contributors, each one's share of the credit
+(of the positive attribution, ``explorer.compare.credit``).
 """
 from __future__ import annotations
 
@@ -13,11 +17,14 @@ import argparse
 import csv
 import os
 import sys
+from typing import Callable
 
 from tqdm.auto import tqdm
 
+from .attribution.kernel import blockwise_topk
 from .attribution.registry import DEFAULT_METHOD, METHODS, get_method
 from .attribution.timesteps import TimestepStrategy
+from .compare import credit
 from .files import CacheError, atomic_write, write_json
 from .datasets import IMAGE_EXTENSIONS, ImageError, open_image
 from .engine import Engine
@@ -36,32 +43,61 @@ def image_paths(path: str) -> list[str]:
     return out
 
 
-def attribute(engine: Engine, paths: list[str], method: str, strategy: TimestepStrategy, lam: float | None,
-              top: int, progress: bool = True) -> dict:
-    """{settings..., "results": [{"image", "proponents": [...], "opponents": [...]}]}, scored BATCH images at a time."""
+def image_queries(engine: Engine, paths: list[str], caption: str = "") -> list[tuple[dict, Callable]]:
+    """(record, make query) per image file, read as an upload."""
+    read = ((lambda p: engine.task.upload(open_image(p), caption)) if engine.task.conditional
+            else (lambda p: engine.task.upload(open_image(p))))
+    return [({"image": p}, lambda p=p: read(p)) for p in paths]
+
+
+def prompt_queries(engine: Engine, path: str, seed: int, steps: int) -> list[tuple[dict, Callable]]:
+    """(record, make query) per non-empty line of a prompts file, drawn from seed ``seed + position``."""
+    if not engine.task.conditional:
+        raise ValueError(f"{engine.data.name} draws without text: attribute --images instead of --prompts")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no prompts file {path}")
+    prompts = [line.strip() for line in open(path) if line.strip()]
+    if not prompts:
+        raise ValueError(f"{path} holds no prompts (one per line)")
+    return [({"prompt": text, "seed": seed + j}, lambda text=text, s=seed + j: engine.task.prompt(text, s, steps))
+            for j, text in enumerate(prompts)]
+
+
+def attribute(engine: Engine, items: list[tuple[dict, Callable]], method: str, strategy: TimestepStrategy,
+              lam: float | None, top: int, progress: bool = True) -> dict:
+    """{settings..., "results": [{record..., "proponents": [...], "opponents": [...], "credit"?}]}, scored
+    BATCH queries at a time."""
     m = get_method(method)
     if m.generated_only:
         raise ValueError(f"{m.label} needs a generated image's sampling path; files have none")
     data = engine.data
-    files = data.meta.get("files")
+    meta = data.meta
     lam = engine.default_lambda(m, strategy.S, "validation") if lam is None else lam
+    groups = data.train_styles
 
     def entry(rank: int, i: int, score: float) -> dict:
         uid = int(data.train_idx[i])
-        return {"rank": rank, "train_index": int(i), "dataset_index": uid, "file": files[uid] if files else None,
-                "label": data.classes[int(data.train_labels[i])], "score": float(score)}
+        out = {"rank": rank, "train_index": int(i), "dataset_index": uid,
+               "file": meta["files"][uid] if "files" in meta else None,
+               "label": data.classes[int(data.train_labels[i])], "score": float(score)}
+        out.update({key: meta[name][uid] for key, name in (("caption", "caption"), ("contributor", "author"))
+                    if name in meta})
+        return out
 
     results = []
-    for a in tqdm(range(0, len(paths), BATCH), desc=f"{m.label}", unit="batch", disable=not progress):
-        chunk = paths[a:a + BATCH]
-        queries = [engine.task.upload(open_image(p)) for p in chunk]
-        t = engine.topk(queries, m, strategy, lam, top)
-        for j, p in enumerate(chunk):
-            results.append({"image": p,
-                            "proponents": [entry(r + 1, i, s) for r, (i, s) in
-                                           enumerate(zip(t.proponents[j], t.proponent_scores[j]))],
-                            "opponents": [entry(r + 1, i, s) for r, (i, s) in
-                                          enumerate(zip(t.opponents[j], t.opponent_scores[j]))]})
+    for a in tqdm(range(0, len(items), BATCH), desc=f"{m.label}", unit="batch", disable=not progress):
+        chunk = items[a:a + BATCH]
+        s = engine.scores([make() for _, make in chunk], m, strategy, lam)
+        t = blockwise_topk(lambda rows: s[rows], len(chunk), top)
+        for j, (record, _) in enumerate(chunk):
+            row = {**record,
+                   "proponents": [entry(r + 1, i, v) for r, (i, v) in
+                                  enumerate(zip(t.proponents[j], t.proponent_scores[j]))],
+                   "opponents": [entry(r + 1, i, v) for r, (i, v) in
+                                 enumerate(zip(t.opponents[j], t.opponent_scores[j]))]}
+            if groups is not None:
+                row["credit"] = dict(zip(groups[1], credit(s[j], groups[0], len(groups[1])).tolist()))
+            results.append(row)
     return {"dataset": data.name, "method": m.name, "method_label": m.label,
             "timesteps": [int(x) for x in strategy.timesteps()] if m.uses_timesteps else None,
             "lambda": lam if m.uses_lambda else None,
@@ -73,12 +109,15 @@ def save(out: dict, path: str) -> None:
         def write(tmp):
             with open(tmp, "w", newline="") as f:
                 w = csv.writer(f)
-                w.writerow(["image", "kind", "rank", "train_index", "dataset_index", "file", "label", "score"])
+                first = "prompt" if out["results"] and "prompt" in out["results"][0] else "image"
+                w.writerow([first, "kind", "rank", "train_index", "dataset_index", "file", "label", "caption",
+                            "contributor", "score"])
                 for r in out["results"]:
                     for kind in ("proponents", "opponents"):
                         for e in r[kind]:
-                            w.writerow([r["image"], kind[:-1], e["rank"], e["train_index"], e["dataset_index"],
-                                        e["file"] or "", e["label"], f"{e['score']:.6g}"])
+                            w.writerow([r[first], kind[:-1], e["rank"], e["train_index"],
+                                        e["dataset_index"], e["file"] or "", e["label"], e.get("caption", ""),
+                                        e.get("contributor", ""), f"{e['score']:.6g}"])
         atomic_write(path, write)
     else:
         write_json(path, out)
@@ -90,7 +129,12 @@ def main(argv: list[str] | None = None) -> int:
     a = sub.add_parser("attribute", help="attribute images (a file or a folder) to the training set",
                        allow_abbrev=False)
     a.add_argument("--dataset", required=True, help="a model in assets/ (digits, shapes, or one you trained)")
-    a.add_argument("--images", required=True, help="an image file or a folder of images")
+    what = a.add_mutually_exclusive_group(required=True)
+    what.add_argument("--images", help="an image file or a folder of images")
+    what.add_argument("--prompts", help="text-to-image models: a file with one prompt per line")
+    a.add_argument("--caption", default="", help="text-to-image models: the caption --images are read under")
+    a.add_argument("--seed", type=int, default=0, help="--prompts: the first prompt's seed (then +1 per prompt)")
+    a.add_argument("--steps", type=int, default=50, help="--prompts: DDIM steps")
     a.add_argument("--method", default=DEFAULT_METHOD, choices=sorted(METHODS))
     a.add_argument("--S", type=int, default=10, help="number of timesteps (uniform)")
     a.add_argument("--lam", type=float, default=None, help="λ (default: the one LDS tuned, else 1)")
@@ -102,13 +146,14 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--out must end in .json or .csv")
     try:
         engine = Engine(args.dataset, device=args.device)
-        out = attribute(engine, image_paths(args.images), args.method, TimestepStrategy("uniform", args.S), args.lam,
-                        args.top)
+        items = (prompt_queries(engine, args.prompts, args.seed, args.steps) if args.prompts
+                 else image_queries(engine, image_paths(args.images), args.caption))
+        out = attribute(engine, items, args.method, TimestepStrategy("uniform", args.S), args.lam, args.top)
     except (FileNotFoundError, ImageError, CacheError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     save(out, args.out)
-    print(f"{len(out['results'])} images attributed with {out['method_label']} → {args.out}")
+    print(f"{len(out['results'])} {'prompts' if args.prompts else 'images'} attributed with {out['method_label']} → {args.out}")
     return 0
 
 

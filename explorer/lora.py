@@ -57,26 +57,43 @@ def save_lora(unet, folder: str) -> None:
     os.replace(tmp, folder)
 
 
-def load_lora(unet, folder: str, cfg: LoRAConfig) -> list[torch.nn.Parameter]:
-    """Adds adapters shaped by ``cfg`` and loads their weights from ``folder``; a file whose keys do not fit
-    this UNet is refused with the keys that differ."""
+def infer_config(unet_state: dict, alpha: float | None = None) -> LoRAConfig:
+    """The adapters' shape from their weights (peft keys ``….lora_A.weight``): rank, targets; α given or = rank."""
+    downs = {k: v for k, v in unet_state.items() if "lora_A" in k}
+    if not downs:
+        raise CheckpointError("the LoRA file holds no UNet adapters (lora_A / lora.down weights)")
+    rank = max(v.shape[0] for v in downs.values())
+    targets = tuple(t for t in TARGETS if any(f".{t}.lora_A" in k for k in downs))
+    others = sorted({k.split(".lora_A")[0].rsplit(".", 1)[-1] for k in downs} - {t.split(".")[-1] for t in TARGETS})
+    return LoRAConfig(rank=rank, alpha=float(alpha if alpha is not None else rank), targets=targets + tuple(others))
+
+
+def load_lora(unet, path: str, cfg: LoRAConfig | None = None, alpha: float | None = None) -> list[torch.nn.Parameter]:
+    """Adds adapters shaped by ``cfg`` (default: read from the weights, α = ``alpha`` or the rank) and loads
+    their weights from ``path`` (a ``.safetensors`` file or the folder holding ``WEIGHTS``); weights whose
+    keys or shapes do not fit this UNet are refused with the keys that differ."""
     from diffusers import StableDiffusionPipeline
     from diffusers.utils import convert_unet_state_dict_to_peft
     from peft.utils import set_peft_model_state_dict
-    if not os.path.isfile(os.path.join(folder, WEIGHTS)):
-        raise CheckpointError(f"no LoRA weights at {folder!r} ({WEIGHTS} missing). Train them with "
-                              f"`python -m precompute lora --dataset emoji`.")
-    state, _ = StableDiffusionPipeline.lora_state_dict(folder)
-    unet_state = {k[len("unet."):]: v for k, v in state.items() if k.startswith("unet.")}
+    if not (os.path.isfile(path) or os.path.isfile(os.path.join(path, WEIGHTS))):
+        raise CheckpointError(f"no LoRA weights at {path!r} ({WEIGHTS} missing). Train them with "
+                              f"`python -m precompute lora --dataset emoji`, or point at your LoRA file.")
+    try:
+        state, _ = StableDiffusionPipeline.lora_state_dict(path)
+    except (OSError, ValueError, KeyError) as e:
+        raise CheckpointError(f"{path!r} is not a LoRA in the diffusers / peft format: {str(e).splitlines()[0]}") from e
+    unet_state = convert_unet_state_dict_to_peft({k[len("unet."):]: v for k, v in state.items()
+                                                  if k.startswith("unet.")})
+    cfg = cfg or infer_config(unet_state, alpha)
     params = add_lora(unet, cfg)
     try:
-        result = set_peft_model_state_dict(unet, convert_unet_state_dict_to_peft(unet_state))
+        result = set_peft_model_state_dict(unet, unet_state)
     except RuntimeError as e:  # shapes differ: another rank, or adapters of another UNet
-        raise CheckpointError(f"the LoRA weights in {folder!r} do not fit this UNet with rank {cfg.rank}: "
+        raise CheckpointError(f"the LoRA weights in {path!r} do not fit this UNet with rank {cfg.rank}: "
                               f"{str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else e}") from e
     missing = [k for k in getattr(result, "missing_keys", []) if "lora_" in k]
     if result.unexpected_keys or missing:
-        raise CheckpointError(f"the LoRA weights in {folder!r} do not fit this UNet: "
+        raise CheckpointError(f"the LoRA weights in {path!r} do not fit this UNet: "
                               f"{len(result.unexpected_keys)} unexpected keys (e.g. {result.unexpected_keys[:2]}), "
                               f"{len(missing)} missing (e.g. {missing[:2]})")
     return params

@@ -248,7 +248,7 @@ class FeatureStore:
     def _rows(self, model, spec: FeatureSpec, should_stop: Callable[[], bool] = lambda: False):
         """``rows(a, b)`` for ``cache.build``: the features of training images a … b−1."""
         fc = self._computer(model, spec)
-        x, uids, ctx = self.task.data.train_x, [int(i) for i in self.task.data.train_idx], self.task.train_context
+        x, uids, ctx = self.task.train_inputs, [int(i) for i in self.task.data.train_idx], self.task.train_context
 
         def rows(a, b):
             if should_stop():
@@ -296,7 +296,7 @@ class FeatureStore:
         key = (self.task.paths.model, output_fn)
         if key not in self._probes:
             fc = self._computer(self.task.model, self.spec(output_fn, TimestepStrategy("uniform", 8)))
-            x, ctx = self.task.data.train_x[:8], self.task.train_context
+            x, ctx = self.task.train_inputs[:8], self.task.train_context
             ctx = None if ctx is None else ctx[:8]
             fc(x, list(range(8)), ctx)  # warm-up
             t = time.perf_counter()
@@ -346,9 +346,8 @@ class FeatureStore:
         life of the engine. The fit is the method's; the store only memoises it."""
         key = (name, model_dir, strategy.key)
         if key not in self._fits:
-            data = self.task.data
-            self._fits[key] = fit(self.model(model_dir), data.train_x, [int(u) for u in data.train_idx], strategy,
-                                  self.seed)
+            self._fits[key] = fit(self.model(model_dir), self.task.train_inputs,
+                                  [int(u) for u in self.task.data.train_idx], strategy, self.seed)
         return self._fits[key]
 
     # ---- query features ----
@@ -369,7 +368,7 @@ class FeatureStore:
 
     def _computer(self, model, spec: FeatureSpec, noise_seed: int | None = None) -> FeatureComputer:
         """Gradients with respect to the task's attributed parameters (a LoRA's adapters; default all)."""
-        return FeatureComputer(model, spec, self.device, self.task.param_names, noise_seed)
+        return FeatureComputer(model, spec, self.device, self.task.param_names, noise_seed, self.task.betas)
 
     @staticmethod
     def _context(queries: list) -> torch.Tensor | None:
@@ -387,8 +386,8 @@ class FeatureStore:
         return np.concatenate([fc.trajectory(q.trajectory[1], q.trajectory[0], q.uid) for q in queries])
 
     def representation(self, kind: str, queries: list | None) -> Features | np.ndarray:
-        """Pixel or classifier-embedding vectors of the training set (queries None) or of queries."""
-        x = self.task.data.train_x if queries is None else torch.stack([q.x for q in queries])
+        """Pixel or classifier-embedding vectors of the training set (queries None) or of queries (as images)."""
+        x = self.task.data.train_x if queries is None else torch.stack([q.shown for q in queries])
         if queries is None and kind in self._features:
             return self._features[kind]
         out = pixel_features(x) if kind == "pixel" else embedding_features(self.task.classifier.embed, x)

@@ -39,8 +39,9 @@ def open_dataset(paths: AssetPaths, info: dict | None = None) -> Dataset:
 
 @dataclass
 class Query:
-    """A query image (C, H, W) in [-1, 1]; ``uid`` seeds its noise; generated queries keep their
-    DDIM trajectory (for Journey-TRAK)."""
+    """A query: ``x`` the model's input (an image (C, H, W) in [-1, 1], or a latent-space model's latent),
+    ``image`` what the page shows when that is not x (a latent's decoded image); ``uid`` seeds its noise;
+    generated queries keep their DDIM trajectory (for Journey-TRAK)."""
     kind: str  # train | val | generated | upload
     x: torch.Tensor
     uid: int
@@ -48,12 +49,19 @@ class Query:
     trajectory: tuple | None = None  # (timesteps, x0 predictions)
     caption: str = ""  # text-to-image: the prompt or caption the query is read under
     context: torch.Tensor | None = None  # its encoded caption (L, hidden)
+    image: torch.Tensor | None = None  # (3, H, W) in [-1, 1] where x is a latent
+
+    @property
+    def shown(self) -> torch.Tensor:
+        """The query as an image (pixel methods and the page read this)."""
+        return self.x if self.image is None else self.image
 
 
 class Task:
     conditional = False  # a text-to-image task: its queries carry a caption, it generates from a prompt
     param_names: list[str] | None = None  # attribution's gradients are taken w.r.t. these (None: all parameters)
     train_context: torch.Tensor | None = None  # (n, L, hidden) encoded training captions (text-to-image tasks)
+    betas: torch.Tensor | None = None  # the model's noise schedule where it is not the project's (adopted pipelines)
 
     def __init__(self, name: str, root: str | None = None, device: str = "cpu"):
         self.paths = AssetPaths(name, **({"root": root} if root else {}))
@@ -64,6 +72,11 @@ class Task:
         # unlabelled image folders have no classifier: no class reading, no embedding similarity
         self.classifier = load_classifier(self.paths.classifier) if os.path.isdir(self.paths.classifier) else None
         self.data_hash = self.data.fingerprint()
+
+    @property
+    def train_inputs(self) -> torch.Tensor:
+        """The training set as the model sees it: the images (a latent-space task: their latents)."""
+        return self.data.train_x
 
     @property
     def n_attributed_parameters(self) -> int:
@@ -85,6 +98,11 @@ class Task:
     def upload(self, img) -> Query:
         return Query("upload", to_model_tensor(img, self.data.channels, self.data.resolution), UPLOAD_UID)
 
+    def inverted(self, q: Query) -> Query:
+        """The query with its colours inverted (x ↦ −x in [−1, 1])."""
+        q.x = -q.x
+        return q
+
     def predict(self, x: torch.Tensor) -> tuple[str, float]:
         """The classifier's label and confidence for one image."""
         if self.classifier is None:
@@ -100,10 +118,15 @@ class Task:
 
     @cached_property
     def _embedding_reference(self) -> tuple[np.ndarray, float, float]:
-        """(training embeddings, 99th percentile of validation images' nearest-training distance,
-        mean border pixel of the training images)."""
-        train, val = self._embed(self.data.train_x), self._embed(self.data.val_x)
-        d = np.sqrt(((val[:, None] - train[None]) ** 2).sum(-1)).min(1)
+        """(training embeddings, 99th percentile of validation images' nearest-training distance — without a
+        validation split, of each training image's nearest other one —, mean border pixel of the training images)."""
+        train = self._embed(self.data.train_x)
+        if len(self.data.val_idx):
+            val = self._embed(self.data.val_x)
+            d = np.sqrt(((val[:, None] - train[None]) ** 2).sum(-1)).min(1)
+        else:
+            d = np.sqrt(((train[:, None] - train[None]) ** 2).sum(-1))
+            d = np.where(np.eye(len(train), dtype=bool), np.inf, d).min(1)
         return train, float(np.percentile(d, 99)), float(_border(self.data.train_x).mean())
 
     def _embed(self, x: torch.Tensor) -> np.ndarray:

@@ -123,7 +123,8 @@ def encode(text_encoder, ids: torch.Tensor) -> torch.Tensor:
 def train_text_to_image(unet, text_encoder, x: torch.Tensor, ids: torch.Tensor, empty_ids: torch.Tensor,
                         cfg: T2ITrainConfig, params: list[torch.nn.Parameter], state_file: str | None = None,
                         state_every: int = 5, progress: bool = False,
-                        check: Callable[[int], dict] | None = None, check_every: int = 0) -> TrainLog:
+                        check: Callable[[int], dict] | None = None, check_every: int = 0,
+                        abar: torch.Tensor | None = None) -> TrainLog:
     """Minimise L_Simple over ``params`` only (the base: every UNet and text-encoder weight; a LoRA: its
     adapters), captions ``ids`` (N, L) of images ``x`` (N, C, H, W), each replaced by ``empty_ids`` with
     probability ``cfg.cond_drop``. Shuffling, drops, timesteps and noise come from one generator seeded
@@ -132,10 +133,11 @@ def train_text_to_image(unet, text_encoder, x: torch.Tensor, ids: torch.Tensor, 
     result as an uninterrupted one. With ``cfg.ema_decay`` the moving average of ``params`` is kept (and saved)
     and is what the models hold on return. Every ``check_every`` epochs ``check(epoch)`` runs on the models in
     eval mode holding the averaged weights (a legibility probe, say) and its dict is logged with the epoch.
+    ``abar``: the noise schedule's ᾱ_t (default the project's; an adopted pipeline's own).
     Returns the per-epoch mean losses, the checks and the training wall time (interrupted runs' included)."""
     from tqdm.auto import tqdm
     gen = torch.Generator().manual_seed(cfg.seed)
-    abar = alphas_cumprod()
+    abar = alphas_cumprod() if abar is None else abar
     n = x.shape[0]
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     opt = torch.optim.AdamW(params, lr=cfg.lr)

@@ -10,7 +10,9 @@ The emoji text-to-image setting has its own stages: ``data`` (the drawings from 
 
 ``ensemble`` trains only the 50 % subset models the ensemble methods need (``lds`` trains them too).
 Your own images: ``python -m precompute all --dataset NAME --data FOLDER`` trains the model (and a
-classifier when the folder has class sub-folders) and builds its features; the app then lists NAME."""
+classifier when the folder has class sub-folders) and builds its features; the app then lists NAME.
+Your own Stable Diffusion LoRA: ``python -m precompute adopt --dataset NAME --pipeline DIR --lora FILE_OR_DIR
+--data FOLDER`` (``precompute/adopt_pipeline.py`` says what it reads and refuses)."""
 from __future__ import annotations
 
 import argparse
@@ -22,13 +24,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m precompute", description=__doc__, allow_abbrev=False)
-    p.add_argument("stage", choices=["data", "base", "lora", "known", "train", "ensemble", "features", "lds", "counterfactual",
-                                              "answers", "lesson", "all"])
+    p.add_argument("stage", choices=["data", "base", "lora", "known", "adopt", "train", "ensemble", "features", "lds",
+                                     "counterfactual", "answers", "lesson", "all"])
     p.add_argument("--dataset", required=True, help="digits, shapes, a name for --data, or a path to an image folder")
     p.add_argument("--data", default=None, help="train: an image folder (class sub-folders become labels); the "
                    "model is saved as assets/<dataset>/ and listed in the app")
     p.add_argument("--model", default=None, help="train: adopt this diffusers UNet2DModel folder (save_pretrained) "
                    "for --data instead of training one")
+    p.add_argument("--pipeline", default=None, help="adopt: a diffusers StableDiffusionPipeline folder")
+    p.add_argument("--lora", default=None, help="adopt: its LoRA (pytorch_lora_weights.safetensors or its folder)")
+    p.add_argument("--lora-alpha", type=float, default=None, help="adopt: the LoRA's alpha (default: its rank)")
     p.add_argument("--resolution", type=int, default=None, help="train: image size for --data (default 32)")
     p.add_argument("--channels", type=int, default=None, choices=[1, 3], help="train: 1 (grey) or 3 (RGB, default)")
     p.add_argument("--epochs", type=int, default=None, help="override the dataset's training epochs")
@@ -45,7 +50,10 @@ def main(argv=None) -> int:
     everything = ["train", "features"] if args.data else ["data", "base", "lora", "known"] if args.dataset == "emoji" else ["train", "ensemble", "features", "lds", "counterfactual", "lesson"]
     stages = everything if args.stage == "all" else [args.stage]
     used = {"subsets": {"lds"}, "until": {"lds"}, "method": {"features"}, "address": {"features", "ensemble", "lds", "counterfactual"},
-            "data": {"train"}, "resolution": {"train"}, "channels": {"train"}, "model": {"train"}}
+            "data": {"train", "adopt"}, "resolution": {"train"}, "channels": {"train"}, "model": {"train"},
+            "pipeline": {"adopt"}, "lora": {"adopt"}, "lora_alpha": {"adopt"}}
+    if args.stage == "adopt" and not (args.pipeline and args.lora and args.data):
+        p.error("adopt needs --pipeline DIR, --lora FILE_OR_DIR and --data FOLDER (the LoRA's captioned training images)")
     if args.model and not args.data:
         p.error("--model needs --data: the images the model was trained on")
     for flag, where in used.items():
@@ -72,6 +80,9 @@ def run_stages(args, stages: list[str], cfg) -> None:
         if stage in ("data", "base", "lora", "known"):
             from . import emoji
             {"data": emoji.run_data, "base": emoji.run_base, "lora": emoji.run_lora, "known": emoji.run_known}[stage]()
+        elif stage == "adopt":
+            from . import adopt_pipeline
+            adopt_pipeline.run(args.dataset, args.pipeline, args.lora, args.data, args.lora_alpha)
         elif stage == "train" and args.model:
             from . import adopt
             adopt.run(args.dataset, args.model, args.data, seed=args.seed)

@@ -1,4 +1,5 @@
 import os
+import subprocess
 import sys
 import tempfile
 
@@ -82,3 +83,11 @@ def page_at(p, server, w=1280, h=720):
     page = browser(p).new_page(viewport={"width": w, "height": h})
     page.goto(server)
     return page
+
+
+def run_cli(module: str, env: dict, *args) -> subprocess.CompletedProcess:
+    """``python -m module args`` from the repository root under ``env`` (output captured, 10 min at most)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=root, env=env, capture_output=True, text=True,
+                          timeout=600)
+

@@ -13,16 +13,16 @@ LAYERS = [
      "explorer.memory"],
     ["explorer.datasets.core"],
     ["explorer.datasets.digits", "explorer.datasets.shapes", "explorer.datasets.icons", "explorer.datasets.emoji",
-     "explorer.datasets.folder"],
+     "explorer.datasets.folder", "explorer.datasets.captioned"],
     ["explorer.datasets.registry"],
     ["explorer.datasets"],
-    ["explorer.models", "explorer.text2image", "explorer.lora", "explorer.classifier", "explorer.batched_train"],
+    ["explorer.models", "explorer.text2image", "explorer.stable_diffusion", "explorer.lora", "explorer.classifier", "explorer.batched_train"],
     ["explorer.attribution"],  # the math: outputs, timesteps, gradients, projectors, kernel, features
     ["explorer.attribution.method"],  # the interface
     ["explorer.attribution.methods"],  # one file per family
     ["explorer.attribution.registry"],
     ["explorer.evaluation"],
-    ["explorer.cache", "explorer.task", "explorer.t2i_task", "explorer.tasks", "explorer.store", "explorer.build_worker", "explorer.engine", "explorer.lesson"],
+    ["explorer.cache", "explorer.task", "explorer.t2i_task", "explorer.sd_task", "explorer.tasks", "explorer.store", "explorer.build_worker", "explorer.engine", "explorer.lesson"],
     ["explorer.ui", "explorer.__main__", "precompute"],
 ]
 

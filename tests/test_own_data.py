@@ -2,7 +2,6 @@
 one clear message, and the command-line attribution agrees with the page."""
 import json
 import os
-import subprocess
 import sys
 
 import numpy as np
@@ -13,6 +12,7 @@ from PIL import Image
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 from screenshots import served  # noqa: E402
+from conftest import run_cli  # noqa: E402
 
 
 def _folder(root, classes=("dots", "bars"), n=14, extra=True):
@@ -33,8 +33,7 @@ def _folder(root, classes=("dots", "bars"), n=14, extra=True):
 
 
 def _precompute(env, *args):
-    return subprocess.run([sys.executable, "-m", "precompute", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=600)
+    return run_cli("precompute", env, *args)
 
 
 @pytest.fixture(scope="module")

@@ -47,10 +47,11 @@ class FeatureComputer:
     """Projects per-sample gradients of one model for one ``FeatureSpec``."""
 
     def __init__(self, model: torch.nn.Module, spec: FeatureSpec, device: str = "cpu",
-                 param_names: list[str] | None = None, noise_seed: int | None = None):
+                 param_names: list[str] | None = None, noise_seed: int | None = None,
+                 betas: torch.Tensor | None = None):
         self.spec = spec
         self.noise_seed = spec.seed if noise_seed is None else noise_seed  # other seeds: the method's own noise
-        self.grads = GradientComputer(model, spec.output_fn, param_names, device)
+        self.grads = GradientComputer(model, spec.output_fn, param_names, device, betas=betas)
         if spec.projector == FactorizedProjector.name:
             if param_names is not None:
                 raise ValueError("the factorized projection covers all of a model's parameters, not a subset")

@@ -27,11 +27,14 @@ class GradientComputer:
     One vmap call holds at most ``max_inputs`` model inputs (samples × timesteps), about
     ``max_activation_bytes`` of activations and ``max_grad_bytes`` of per-sample gradients (samples ×
     dim × 4 bytes), so a 36 M-parameter UNet gets chunks of ~30 samples where the 177 k-parameter digits
-    model gets 204 (S = 10) and the 32×32 icons model 9."""
+    model gets 204 (S = 10) and the 32×32 icons model 9.
+
+    ``betas`` is the model's noise schedule (β_1..β_T; default the project's DDPM schedule): an adopted
+    Stable Diffusion pipeline noises on its own scaled-linear schedule."""
 
     def __init__(self, model: torch.nn.Module, output_fn: str = "simple", param_names: list[str] | None = None,
                  device: str = "cpu", max_inputs: int = 2048, max_grad_bytes: int = 4 << 30,
-                 max_activation_bytes: int = 2 << 30):
+                 max_activation_bytes: int = 2 << 30, betas: torch.Tensor | None = None):
         from ..models import make_scheduler, on_device
 
         if output_fn not in OUTPUT_FUNCTIONS:
@@ -51,9 +54,9 @@ class GradientComputer:
         self.dim = sum(p.numel() for p in self.params.values())
         self.max_inputs, self.max_grad_bytes = max_inputs, max_grad_bytes
         self.max_activation_bytes, self._input_bytes = max_activation_bytes, {}
-        sched = make_scheduler()
-        self.abar = sched.alphas_cumprod.to(device)
-        self.w = elbo_weights(sched.betas).to(device)
+        betas = make_scheduler().betas if betas is None else betas
+        self.abar = torch.cumprod(1 - betas, 0).to(device)
+        self.w = elbo_weights(betas).to(device)
         self._vg = vmap(grad(self._sample_output), in_dims=(None, 0, 0, None))
         self._vgc = vmap(grad(self._sample_output), in_dims=(None, 0, 0, None, 0))
         self.context_shape = None  # (L, hidden) of the last context seen: sizes the activation measurement
@@ -130,10 +133,11 @@ class GradientComputer:
 
 
 def loop_gradients(model: torch.nn.Module, output_fn: str, x0s: torch.Tensor, eps: torch.Tensor, ts: torch.Tensor,
-                   context: torch.Tensor | None = None, param_names: list[str] | None = None) -> torch.Tensor:
+                   context: torch.Tensor | None = None, param_names: list[str] | None = None,
+                   betas: torch.Tensor | None = None) -> torch.Tensor:
     """The slow obvious reference: one ``backward`` per sample (tests compare against it), with respect to
     ``param_names`` (default: every parameter)."""
-    gc = GradientComputer(model, output_fn)
+    gc = GradientComputer(model, output_fn, betas=betas)
     if x0s.dim() == 4:
         x0s = x0s.unsqueeze(1).expand_as(eps)
     params = dict(model.named_parameters())

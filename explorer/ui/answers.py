@@ -123,7 +123,7 @@ def attribute(dataset, source, seed, steps, bench_index, upload, invert, method,
         out = [gr.update(value=f"⏳ {e}", visible=True)] + [None] * (ATTR_OUTPUTS - 1)
         for i, v in no_answer().items():
             out[i] = v
-        out[1] = _png(e.query.x, max(1, 128 // e.engine.data.resolution))
+        out[1] = _png(e.query.shown, max(1, 128 // e.engine.data.resolution))
         out[2] = describe_query(dataset, e.query, source, bench_index)
         out[9] = gr.update(visible=True)
         return out
@@ -132,7 +132,7 @@ def attribute(dataset, source, seed, steps, bench_index, upload, invert, method,
     key = uuid.uuid4().hex
     answering(request, key)
     checking = m.uses_gradients and not m.generated_only
-    return [gr.update(value="", visible=False), _png(q.x, max(1, 128 // eng.data.resolution)),
+    return [gr.update(value="", visible=False), _png(q.shown, max(1, 128 // eng.data.resolution)),
             describe_query(dataset, q, source, bench_index) + "\n\n" + _settings_text(eng, res),
             gr.update(value=gallery(eng, top.proponents[0], top.proponent_scores[0]), label="Top proponents"),
             gr.update(value=gallery(eng, top.opponents[0], top.opponent_scores[0]), label=m.opponents),
@@ -222,7 +222,7 @@ def compare(dataset, source, seed, steps, bench_index, upload, invert, method_a,
             f"{overlap_at_k(a.scores, b.scores, int(k)):.0%} of the top {int(k)} are shared; Spearman ρ of the two "
             f"score vectors over all {len(a.scores)} training images = {spearman(a.scores, b.scores):.2f} "
             f"(1: same ranking, 0: unrelated).")
-    return (gr.update(value="", visible=False), _png(q.x, max(1, 128 // eng.data.resolution)), text,
+    return (gr.update(value="", visible=False), _png(q.shown, max(1, 128 // eng.data.resolution)), text,
             gr.update(value=gallery(eng, a.top.proponents[0], a.top.proponent_scores[0]),
                       label=f"{get_method(method_a).label} · {_settings_text(eng, a).split(' · ', 1)[-1]}"),
             gr.update(value=gallery(eng, b.top.proponents[0], b.top.proponent_scores[0]),
@@ -246,7 +246,7 @@ def timestep_view(dataset, source, seed, steps, bench_index, upload, invert, met
                       f"{secs:.0f} s); click **Show this timestep** to compute them.")
     res = eng.attribute(q, m, st, None, int(k))  # a single timestep takes seconds: built (shared) at once
     sc = max(1, 128 // eng.data.resolution)
-    return (gr.update(value="", visible=False), _png(q.x, sc), _png(xt, sc), _png(x0, sc),
+    return (gr.update(value="", visible=False), _png(q.shown, sc), _png(xt, sc), _png(x0, sc),
             gr.update(value=gallery(eng, res.top.proponents[0], res.top.proponent_scores[0]),
                       label=f"Top {m.label} proponents at t = {t} alone (CountSketch k = 4096)"),
             f"**t = {t}** of {T}: " + ("almost clean — fine details decide." if t < 200 else

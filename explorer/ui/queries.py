@@ -43,9 +43,7 @@ def make_query(dataset: str, source: str, seed, steps, bench_index, upload, inve
         q = eng.task.upload(img, " ".join((prompt or "").split())) if eng.task.conditional else eng.task.upload(img)
     except ImageError as e:
         raise Problem(str(e).split(" (")[0] + ". Upload a PNG or JPEG image.") from e
-    if invert:
-        q.x = -q.x
-    return q
+    return eng.task.inverted(q) if invert else q
 
 
 def check_seed(seed) -> None:
@@ -56,12 +54,23 @@ def check_seed(seed) -> None:
 def check_prompt(eng, prompt) -> str:
     text = " ".join((prompt or "").split())
     if not text:
-        raise Problem("Type a prompt first, e.g. “red apple, twemoji”.")
+        raise Problem(f"Type a prompt first, e.g. “{example_prompt(eng)}”.")
     if len(text) > MAX_PROMPT_CHARS:
         raise Problem(f"The prompt is longer than {MAX_PROMPT_CHARS} characters: shorten it.")
     if not eng.task.conditional:
         raise Problem("This model draws without text: pick a seed (Generate) instead of a prompt.")
     return text
+
+
+def example_prompt(eng) -> str:
+    """A prompt this model knows: its first training caption."""
+    return eng.data.meta["caption"][int(eng.data.train_idx[0])] if "caption" in eng.data.meta else ""
+
+
+def prompt_hint(dataset: str) -> str:
+    """The prompt box's placeholder for a model: one of its captions (text-to-image models)."""
+    eng = engine(dataset)
+    return f"e.g. {example_prompt(eng)}" if eng.task.conditional else ""
 
 
 @lru_cache(maxsize=64)
@@ -77,7 +86,7 @@ def _prompted(dataset: str, text: str, seed: int, steps: int):
 def describe_query(dataset: str, q, source: str, bench_index) -> str:
     """One or two sentences: what the query is and what the classifier thinks it shows."""
     eng = engine(dataset)
-    fam = eng.task.familiarity(q.x)
+    fam = eng.task.familiarity(q.shown)
     guess = ("no classifier (this model's images have no class labels)" if fam["label"] is None else
              f"the classifier reads it as **{fam['label']}** ({fam['confidence']:.0%} confident)")
     if source == "benchmark":

@@ -1,0 +1,55 @@
+"""``python -m precompute adopt --dataset NAME --pipeline DIR --lora FILE_OR_DIR --data FOLDER``: adopt your own
+Stable Diffusion LoRA, as it is (no retraining), for attribution in latent space.
+
+- ``DIR``: a diffusers ``StableDiffusionPipeline`` folder (``model_index.json``, ``unet/``, ``vae/``,
+  ``text_encoder/``, ``tokenizer/``, ``scheduler/``), read from disk only;
+- ``FILE_OR_DIR``: the LoRA in the format ``load_lora_weights`` reads (``pytorch_lora_weights.safetensors`` or
+  the folder holding it); its rank is read from the weights, α from ``--lora-alpha`` (default: the rank);
+- ``FOLDER``: the LoRA's training images with captions, ``metadata.jsonl`` (``file_name``, ``text``, optional
+  ``contributor``) or ``.txt`` sidecars, contributors from the column or from sub-folders.
+
+Every check runs before anything is written (``explorer.stable_diffusion``: the scheduler family, ε-prediction,
+T = 1000, the parts fit each other; the LoRA fits the UNet; every image has a caption); then
+``assets/<NAME>/train.json`` records the three paths (not copies) and what was found.
+"""
+from __future__ import annotations
+
+import os
+from collections import Counter
+
+from explorer import stable_diffusion as sd
+from explorer.datasets.captioned import load_captioned_folder
+from explorer.files import write_json
+from explorer.lora import load_lora
+from explorer.paths import AssetPaths
+
+
+def run(dataset: str, pipeline: str, lora: str, data: str, lora_alpha: float | None = None,
+        root: str | None = None) -> dict:
+    unet, vae, _, _, cfg = sd.load(pipeline)
+    params = load_lora(unet, lora, alpha=lora_alpha)
+    res = sd.pixel_resolution(unet, vae)
+    ds = load_captioned_folder(data, res)
+    rank = min(p.shape[0] for n, p in unet.named_parameters() if "lora_A" in n)
+    people = Counter(ds.meta["author"])
+    info = {"dataset": dataset, "n_train": len(ds.train_idx), "contributors": dict(sorted(people.items())),
+            "stable_diffusion": {"pipeline": os.path.abspath(pipeline), "lora": os.path.abspath(lora),
+                                 "data": os.path.abspath(data), "lora_alpha": lora_alpha, "lora_rank": rank,
+                                 "n_lora_parameters": sum(p.numel() for p in params),
+                                 "scheduler": cfg.get("_class_name"), "prediction_type": cfg.get("prediction_type",
+                                                                                                  "epsilon"),
+                                 "beta_schedule": cfg.get("beta_schedule"), "pixel_resolution": res,
+                                 "latent_shape": [unet.config.in_channels, unet.config.sample_size,
+                                                  unet.config.sample_size]}}
+    paths = AssetPaths(dataset, **({"root": root} if root else {}))
+    os.makedirs(paths.base, exist_ok=True)
+    write_json(paths.info, info)
+    rec = info["stable_diffusion"]
+    print(f"{dataset}: adopted {pipeline} with its LoRA (LoRA rank {rank}, {rec['n_lora_parameters']:,} parameters, "
+          f"the gradients' length) for {len(ds.train_idx)} captioned images by {len(people)} contributors "
+          f"({', '.join(f'{p} {c}' for p, c in people.most_common(5))}); {res}-px images, latents "
+          f"{'×'.join(map(str, rec['latent_shape']))}, {rec['scheduler']} ({rec['beta_schedule']}, ε-prediction).\n"
+          f"Restart the app to find {dataset} in the model list; `python -m precompute features --dataset {dataset}` "
+          f"builds its training features ahead of the first visitor. LDS and the counterfactual need the LoRA "
+          f"retrained on subsets with your recipe: not available for adopted pipelines.")
+    return info
