@@ -32,10 +32,10 @@ def credit_bars(groups: list[str], credit: np.ndarray, share: np.ndarray, title:
                             marker_color="#f58518"),
                      go.Bar(name="share of the training set", y=groups, x=100 * np.asarray(share), orientation="h",
                             marker_color="#9d9d9d")])
-    fig.update_layout(barmode="group", xaxis_title="%", yaxis=dict(automargin=True),
-                      legend=dict(orientation="h", y=1.0, yanchor="bottom", x=0, xanchor="left"))
-    fig = _layout(fig, title, 300)
-    fig.update_layout(margin=dict(l=10, r=10, t=90, b=40))
+    fig.update_layout(barmode="group", xaxis=dict(ticksuffix=" %"), yaxis=dict(automargin=True),
+                      legend=dict(orientation="h", y=-0.22, yanchor="top", x=0, xanchor="left"))
+    fig = _layout(fig, title, 320)
+    fig.update_layout(margin=dict(l=10, r=10, t=70, b=80))
     return fig
 
 

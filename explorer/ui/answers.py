@@ -22,11 +22,13 @@ from .queries import describe_query, make_query
 
 def gallery(eng: Engine, idx, scores, stability=None, draws: int = 0) -> list:
     """Tiles with their caption lines: rank and what the image is (its name where the dataset names its
-    images, else its class), score (and stability), and whose drawing it is where the dataset records it."""
+    images, else its caption, else its class), score (and stability), and whose drawing it is where the dataset records it."""
     labels, meta, train_idx = eng.data.train_labels.numpy(), eng.data.meta, eng.data.train_idx
     out = []
     for r, (i, s) in enumerate(zip(idx, scores)):
-        what = meta["name"][int(train_idx[i])] if "name" in meta else eng.data.classes[labels[i]]
+        uid = int(train_idx[i])
+        what = meta["name"][uid] if "name" in meta else meta["caption"][uid] if "caption" in meta else \
+            eng.data.classes[labels[i]]
         lines = [f"#{r + 1} · {what}", f"{s:.3g}"]
         if stability is not None:
             lines[1] += f" · {int(stability[i])}/{draws}"
@@ -161,7 +163,7 @@ def mix_plot(eng: Engine, top: np.ndarray, scores: np.ndarray):
         best = np.argsort(-by_person, kind="stable")[:3]
         who = " · ".join(f"{people[b]} {100 * by_person[b]:.0f} %" for b in best if by_person[b] > 0)
         return plots.credit_bars([artists.get(n, n) for n in names], credit(scores, ids, len(names)), everyone,
-                                 f"Credit: the share of the positive attribution<br><sup>most credited: {who}</sup>")
+                                 f"Credit for this output<br><sup>most credited: {who}</sup>")
     counts = class_mix(labels, top, len(classes), ids, len(names))
     names = [n.capitalize() for n in names]
     shares = " · ".join(f"{n} {c}" for n, c in zip(names, counts.sum(1)))

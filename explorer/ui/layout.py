@@ -12,7 +12,7 @@ from .session import PROJECTIONS, Problem, STRATEGY_CHOICES, _trained, answering
 from .text import HOWTO, LATEX, SHOW_STATUS, learn_text
 from .lesson_page import LESSON_PANELS, lesson_view
 from .answers import ATTR_OUTPUTS, attribute, benchmark_gallery, build_features, build_timestep, compare, evaluation, method_info, no_answer, pick_benchmark, pick_opponent, pick_proponent, stability, timestep_view
-from .queries import check_seed, prompt_hint
+from .queries import check_seed, example_prompt
 
 
 def build_app(default_dataset: str | None = None, warm: bool = True) -> gr.Blocks:
@@ -40,7 +40,7 @@ def build_app(default_dataset: str | None = None, warm: bool = True) -> gr.Block
                 with gr.Accordion("Browse benchmark images", open=False, visible=first == "benchmark") as bench_box:
                     bench_gal = gr.Gallery(columns=8, height=260, allow_preview=False, show_label=False, elem_classes=["tiles"],
                                            elem_id="benchmark-queries")
-                prompt_box = gr.Textbox("", label="Prompt", placeholder=prompt_hint(default), max_lines=1,
+                prompt_box = gr.Textbox(example_prompt(default), label="Prompt", max_lines=1,
                                         visible=first == "prompt", elem_id="prompt")
                 seed = gr.Number(0, label="Seed", precision=None, visible=first in ("generate", "prompt"),
                                  elem_id="seed")
@@ -257,7 +257,7 @@ def build_app(default_dataset: str | None = None, warm: bool = True) -> gr.Block
                     **{c: plots.message("") for c in figures}, **{c: gr.update(value="", visible=False) for c in notes},
                     build_btn: gr.update(visible=False), bench_index: 100, projection: default_projection(d),
                     source: gr.update(choices=source_choices(d), value=first_source(d)),
-                    bench_gal: benchmark_gallery(d), prompt_box: gr.update(placeholder=prompt_hint(d))}
+                    bench_gal: benchmark_gallery(d), prompt_box: example_prompt(d)}
         dataset.change(reset, dataset, [*cleared, *figures, *notes, build_btn, bench_index, projection, source,
                                         bench_gal, prompt_box], api_name=False).then(
             f_attr, attr_in, attr_out, concurrency_id="fast", api_name=False)

@@ -27,7 +27,7 @@ def make_query(dataset: str, source: str, seed, steps, bench_index, upload, inve
             raise Problem("DDIM steps must be between 5 and 100.")
         return _generated(dataset, int(seed), int(steps))
     if source == "prompt":
-        text = check_prompt(eng, prompt)
+        text = check_prompt(dataset, prompt)
         check_seed(seed)
         if steps is None or not 5 <= int(steps) <= 100:
             raise Problem("DDIM steps must be between 5 and 100.")
@@ -51,26 +51,23 @@ def check_seed(seed) -> None:
         raise Problem(f"The seed must be a whole number from 0 to {MAX_SEED:,}.")
 
 
-def check_prompt(eng, prompt) -> str:
+def check_prompt(dataset: str, prompt) -> str:
+    if not engine(dataset).task.conditional:
+        raise Problem("This model draws without text: pick a seed (Generate) instead of a prompt.")
     text = " ".join((prompt or "").split())
     if not text:
-        raise Problem(f"Type a prompt first, e.g. “{example_prompt(eng)}”.")
+        raise Problem(f"Type a prompt first, e.g. “{example_prompt(dataset)}”.")
     if len(text) > MAX_PROMPT_CHARS:
         raise Problem(f"The prompt is longer than {MAX_PROMPT_CHARS} characters: shorten it.")
-    if not eng.task.conditional:
-        raise Problem("This model draws without text: pick a seed (Generate) instead of a prompt.")
     return text
 
 
-def example_prompt(eng) -> str:
-    """A prompt this model knows: its first training caption."""
-    return eng.data.meta["caption"][int(eng.data.train_idx[0])] if "caption" in eng.data.meta else ""
-
-
-def prompt_hint(dataset: str) -> str:
-    """The prompt box's placeholder for a model: one of its captions (text-to-image models)."""
+def example_prompt(dataset: str) -> str:
+    """A prompt a text-to-image model knows (its first training caption); "" for other models."""
     eng = engine(dataset)
-    return f"e.g. {example_prompt(eng)}" if eng.task.conditional else ""
+    if not eng.task.conditional:
+        return ""
+    return eng.data.meta["caption"][int(eng.data.train_idx[0])]
 
 
 @lru_cache(maxsize=64)
