@@ -21,6 +21,7 @@ from explorer import lora
 from explorer.attribution.features import FeatureComputer, FeatureSpec
 from explorer.attribution.timesteps import TimestepStrategy
 from explorer.models import set_vmap_attention
+from explorer.schedule import NoiseSchedule
 
 SD15 = dict(sample_size=32, in_channels=4, out_channels=4, block_out_channels=(320, 640, 1280, 1280),
             down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
@@ -31,9 +32,7 @@ SMOKE = dict(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(1
              layers_per_block=1, cross_attention_dim=16, attention_head_dim=2, norm_num_groups=8)
 
 
-def sd_betas() -> torch.Tensor:
-    from diffusers import DDPMScheduler
-    return DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012).betas.clone()
+SD_SCHEDULE = NoiseSchedule({"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012})
 
 
 def sync(device):
@@ -75,7 +74,7 @@ def main():
     z = torch.randn(args.n, c.in_channels, c.sample_size, c.sample_size, device=dev)
     ctx = torch.randn(args.n, 8 if args.smoke else 77, c.cross_attention_dim, device=dev)
     fc = FeatureComputer(unet, FeatureSpec("square", TimestepStrategy("uniform", 1), "countsketch", args.k), dev,
-                         names, betas=sd_betas())
+                         names, schedule=SD_SCHEDULE)
     fc.grads.context_shape = tuple(ctx.shape[1:])
     eps = fc.noise(list(range(args.n)), tuple(z.shape[1:])).to(dev)
     chunk = fc.chunk_size(tuple(z.shape[1:]))

@@ -18,7 +18,8 @@ import torch
 from diffusers import UNet2DModel
 from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 
-from .models import T, TrainConfig, add_noise, alphas_cumprod, lr_lambda
+from .models import T, TrainConfig, lr_lambda
+from .schedule import DDPM
 
 
 def train_batched(models: list[UNet2DModel], xs: list[torch.Tensor], cfg: TrainConfig, seeds: list[int],
@@ -32,7 +33,6 @@ def train_batched(models: list[UNet2DModel], xs: list[torch.Tensor], cfg: TrainC
     params, buffers = stack_module_state(models)
     base = copy.deepcopy(models[0]).to("meta")
     gens = [torch.Generator().manual_seed(s) for s in seeds]
-    abar = alphas_cumprod().to(device)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     opt = torch.optim.AdamW(params.values(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.epochs * steps_per_epoch, cfg.warmup_fraction))
@@ -54,7 +54,7 @@ def train_batched(models: list[UNet2DModel], xs: list[torch.Tensor], cfg: TrainC
                 t.append(torch.randint(0, T, (len(idx),), generator=g))
                 eps.append(torch.randn(x0[-1].shape, generator=g))
             x0, t, eps = (torch.stack(v).to(device) for v in (x0, t, eps))
-            xt = add_noise(x0.flatten(0, 1), eps.flatten(0, 1), t.flatten(), abar).view_as(x0)
+            xt = DDPM.add_noise(x0.flatten(0, 1), eps.flatten(0, 1), t.flatten()).view_as(x0)
             grads, loss = batched_grad(params, buffers, xt, t, eps)
             for name, p in params.items():
                 p.grad = grads[name]

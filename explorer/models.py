@@ -15,10 +15,10 @@ from dataclasses import asdict, dataclass
 from typing import Callable
 
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
+from diffusers import UNet2DModel
 from diffusers.models.attention_processor import Attention, AttnProcessor
 
-T = 1000
+from .schedule import DDPM, SCHEDULE, T
 
 
 @dataclass
@@ -92,14 +92,6 @@ def set_vmap_attention(model: UNet2DModel) -> UNet2DModel:
     return model
 
 
-SCHEDULE = {"num_train_timesteps": T, "beta_schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02,
-            "prediction_type": "epsilon"}  # the one noise schedule every formula here assumes
-
-
-def make_scheduler() -> DDPMScheduler:
-    return DDPMScheduler(**SCHEDULE)
-
-
 def check_scheduler(model_dir: str) -> None:
     """A scheduler saved with the weights (``scheduler_config.json``, or ``scheduler/`` beside a ``unet/``
     pipeline folder) must be the schedule the math assumes; a model without one was trained here."""
@@ -113,25 +105,14 @@ def check_scheduler(model_dir: str) -> None:
                                       f"assumes ({SCHEDULE}): {diff}")
 
 
-def alphas_cumprod() -> torch.Tensor:
-    return make_scheduler().alphas_cumprod.clone()
-
-
-def add_noise(x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor, abar: torch.Tensor) -> torch.Tensor:
-    """x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε (t broadcast over the leading dimension)."""
-    a = abar.to(x0.device)[t].view(-1, *([1] * (x0.dim() - 1)))
-    return a.sqrt() * x0 + (1 - a).sqrt() * eps
-
-
 def predict_x0(model: UNet2DModel, x0: torch.Tensor, eps: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(x_t, x̂₀) for images x0 (N, C, H, W) noised with ε at timestep t, where
-    x̂₀ = (x_t − √(1−ᾱ_t) ε_θ(x_t, t)) / √ᾱ_t, clamped to [−1, 1]."""
-    abar = alphas_cumprod()
+    x̂₀ = (x_t − √(1−ᾱ_t) ε_θ(x_t, t)) / √ᾱ_t, clamped to [−1, 1] (the project's schedule)."""
     tt = torch.full((x0.shape[0],), int(t))
-    xt = add_noise(x0, eps, tt, abar)
+    xt = DDPM.add_noise(x0, eps, tt)
     with torch.no_grad(), model_lock(model):
         pred = model(xt, tt).sample
-    return xt, ((xt - (1 - abar[t]).sqrt() * pred) / abar[t].sqrt()).clamp(-1, 1)
+    return xt, DDPM.x0_estimate(xt, pred, t).clamp(-1, 1)
 
 
 def lr_lambda(total_steps: int, warmup_fraction: float) -> Callable[[int], float]:
@@ -161,7 +142,6 @@ def train(model: UNet2DModel, x: torch.Tensor, cfg: TrainConfig, device: str = "
     model.to(device).train()
     gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)  # dropout
-    abar = alphas_cumprod().to(device)
     n = x.shape[0]
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -185,7 +165,7 @@ def train(model: UNet2DModel, x: torch.Tensor, cfg: TrainConfig, device: str = "
             x0 = x[idx].to(device)
             t = torch.randint(0, T, (len(idx),), generator=gen).to(device)
             eps = torch.randn(x0.shape, generator=gen).to(device)
-            pred = model(add_noise(x0, eps, t, abar), t).sample
+            pred = model(DDPM.add_noise(x0, eps, t), t).sample
             loss = torch.nn.functional.mse_loss(pred, eps)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -237,9 +217,7 @@ def ddim_sample(model: UNet2DModel, seeds: list[int], steps: int = 50, device: s
     on_device(model, device)
     cfg = model.config
     x = initial_noise(seeds, (cfg.in_channels, cfg.sample_size, cfg.sample_size)).to(device)
-    sched = DDIMScheduler(num_train_timesteps=T, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
-                          clip_sample=True, set_alpha_to_one=True)
-    sched.set_timesteps(steps)
+    sched = DDPM.ddim(steps)
     x0_traj = []
     for t in sched.timesteps:
         with model_lock(model):
@@ -265,7 +243,7 @@ def save_model(model: UNet2DModel, folder: str) -> None:
         import shutil
         shutil.rmtree(tmp)
     model.save_pretrained(tmp, safe_serialization=True)
-    make_scheduler().save_config(tmp)  # the schedule travels with the weights (scheduler_config.json)
+    DDPM.scheduler().save_config(tmp)  # the schedule travels with the weights (scheduler_config.json)
     if os.path.exists(folder):
         import shutil
         shutil.rmtree(folder)

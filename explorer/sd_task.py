@@ -18,8 +18,9 @@ from .attribution.timesteps import seeded_noise
 from .datasets import to_model_tensor
 from .datasets.captioned import load_captioned_folder
 from .lora import load_lora, lora_names
-from .models import add_noise, model_lock, weights_fingerprint
+from .models import model_lock, weights_fingerprint
 from .paths import AssetPaths
+from .schedule import NoiseSchedule
 from .task import Query, Task, read_info
 
 GUIDANCE = 7.5  # Stable Diffusion's usual classifier-free guidance
@@ -36,7 +37,7 @@ class StableDiffusionTask(Task):
         unet, self.vae, self.text_encoder, self.tokenizer, self.scheduler_config = sd.load(rec["pipeline"], device)
         load_lora(unet, rec["lora"], alpha=rec.get("lora_alpha"))
         self.model, self.param_names = unet, lora_names(unet)
-        self.betas = sd.betas(self.scheduler_config)
+        self.schedule = NoiseSchedule.from_config(self.scheduler_config)
         self.data = load_captioned_folder(rec["data"], sd.pixel_resolution(unet, self.vae))
         self.classifier = None
         self.data_hash = self.data.fingerprint()
@@ -77,7 +78,7 @@ class StableDiffusionTask(Task):
     def prompt(self, text: str, seed: int, steps: int = 50, guidance: float = GUIDANCE) -> Query:
         """The pipeline's (with LoRA) latent for ``text`` from noise seeded with ``seed``, and its decoded image."""
         cond, empty = self.encode([text]), self.encode([""])
-        z = sd.sample_latents(self.model, cond, empty, self.scheduler_config, [seed], steps, guidance)
+        z = sd.sample_latents(self.model, cond, empty, self.schedule, [seed], steps, guidance)
         q = Query("generated", z[0], GENERATED_UID + seed, image=sd.decode_latents(self.vae, z)[0])
         return self._captioned(q, text)
 
@@ -99,13 +100,12 @@ class StableDiffusionTask(Task):
     def noised_view(self, query: Query, t: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """(x_t, x̂₀) decoded: the query's latent noised at t with its own seeded noise, and the LoRA model's
         estimate ẑ₀ = (z_t − √(1−ᾱ_t) ε_θ(z_t, t, c)) / √ᾱ_t under the query's caption."""
-        abar = torch.cumprod(1 - self.betas, 0)
         z0 = query.x[None]
         eps = seeded_noise([query.uid], [t], tuple(z0.shape[1:]), seed)[:, 0]
         tt = torch.full((1,), int(t))
-        zt = add_noise(z0, eps, tt, abar)
+        zt = self.schedule.add_noise(z0, eps, tt)
         with torch.no_grad(), model_lock(self.model):
             pred = self.model(zt, tt, query.context[None]).sample
-        est = (zt - (1 - abar[t]).sqrt() * pred) / abar[t].sqrt()
+        est = self.schedule.x0_estimate(zt, pred, t)
         both = sd.decode_latents(self.vae, torch.cat([zt, est]))
         return both[0], both[1]

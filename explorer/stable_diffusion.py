@@ -23,6 +23,7 @@ import os
 import torch
 
 from .models import CheckpointError, initial_noise, model_lock, set_vmap_attention
+from .schedule import NoiseSchedule
 
 PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 DDPM_FAMILY = ("DDPMScheduler", "DDIMScheduler", "PNDMScheduler", "EulerDiscreteScheduler",
@@ -62,13 +63,6 @@ def scheduler_config(folder: str) -> dict:
         raise CheckpointError(f"the scheduler trains over {cfg['num_train_timesteps']} steps; the timestep "
                               f"strategies assume {TRAIN_TIMESTEPS}")
     return cfg
-
-
-def betas(cfg: dict) -> torch.Tensor:
-    """β_1..β_T of the pipeline's schedule (its ᾱ_t = Π (1 − β_s))."""
-    from diffusers import DDPMScheduler
-    keys = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas")
-    return DDPMScheduler(**{k: cfg[k] for k in keys if cfg.get(k) is not None}).betas.clone()
 
 
 def load(folder: str, device: str = "cpu"):
@@ -128,15 +122,11 @@ def encode_text(text_encoder, tokenizer, texts: list[str]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def sample_latents(unet, cond: torch.Tensor, empty: torch.Tensor, cfg: dict, seeds: list[int], steps: int = 50,
-                   guidance: float = 7.5) -> torch.Tensor:
+def sample_latents(unet, cond: torch.Tensor, empty: torch.Tensor, schedule: NoiseSchedule, seeds: list[int],
+                   steps: int = 50, guidance: float = 7.5) -> torch.Tensor:
     """DDIM (η = 0) on the pipeline's β schedule with classifier-free guidance; latent j starts from noise
-    seeded with ``seeds[j]``. ``cond`` (N, L, hidden), ``empty`` (1, L, hidden) the empty prompt's context."""
-    from diffusers import DDIMScheduler
-    sched = DDIMScheduler(**{k: cfg[k] for k in ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule",
-                                                  "trained_betas", "steps_offset") if cfg.get(k) is not None},
-                          clip_sample=False, set_alpha_to_one=False, prediction_type="epsilon")
-    sched.set_timesteps(steps)
+    seeded with ``seeds[j]``, on the pipeline's ``schedule``. ``cond`` (N, L, hidden), ``empty`` (1, L, hidden) the empty prompt's context."""
+    sched = schedule.ddim(steps, clip_sample=False, set_alpha_to_one=False)
     c = unet.config
     dev = next(unet.parameters()).device
     z = initial_noise(seeds, (c.in_channels, c.sample_size, c.sample_size)).to(dev)

@@ -368,7 +368,7 @@ class FeatureStore:
 
     def _computer(self, model, spec: FeatureSpec, noise_seed: int | None = None) -> FeatureComputer:
         """Gradients with respect to the task's attributed parameters (a LoRA's adapters; default all)."""
-        return FeatureComputer(model, spec, self.device, self.task.param_names, noise_seed, self.task.betas)
+        return FeatureComputer(model, spec, self.device, self.task.param_names, noise_seed, self.task.schedule)
 
     @staticmethod
     def _context(queries: list) -> torch.Tensor | None:

@@ -20,6 +20,7 @@ from .datasets import Dataset, load_dataset, to_model_tensor
 from .attribution.timesteps import seeded_noise
 from .models import ddim_sample, load_model, predict_x0
 from .paths import AssetPaths
+from .schedule import DDPM, NoiseSchedule
 
 
 def read_info(paths: AssetPaths) -> dict:
@@ -61,7 +62,7 @@ class Task:
     conditional = False  # a text-to-image task: its queries carry a caption, it generates from a prompt
     param_names: list[str] | None = None  # attribution's gradients are taken w.r.t. these (None: all parameters)
     train_context: torch.Tensor | None = None  # (n, L, hidden) encoded training captions (text-to-image tasks)
-    betas: torch.Tensor | None = None  # the model's noise schedule where it is not the project's (adopted pipelines)
+    schedule: NoiseSchedule = DDPM  # the model's noise schedule (an adopted pipeline brings its own)
 
     def __init__(self, name: str, root: str | None = None, device: str = "cpu"):
         self.paths = AssetPaths(name, **({"root": root} if root else {}))

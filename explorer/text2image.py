@@ -27,11 +27,11 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
-from diffusers import DDIMScheduler, UNet2DConditionModel
+from diffusers import UNet2DConditionModel
 from diffusers.models.attention_processor import Attention
 
-from .models import T, CheckpointError, add_noise, alphas_cumprod, initial_noise, lr_lambda, make_scheduler, \
-    model_lock, set_vmap_attention
+from .models import T, CheckpointError, initial_noise, lr_lambda, model_lock, set_vmap_attention
+from .schedule import DDPM, NoiseSchedule
 
 SPECIAL = ("[PAD]", "[UNK]", "[BOS]", "[EOS]")
 WORD = re.compile(r"[a-z0-9]+(?:['’-][a-z0-9]+)*")
@@ -124,7 +124,7 @@ def train_text_to_image(unet, text_encoder, x: torch.Tensor, ids: torch.Tensor, 
                         cfg: T2ITrainConfig, params: list[torch.nn.Parameter], state_file: str | None = None,
                         state_every: int = 5, progress: bool = False,
                         check: Callable[[int], dict] | None = None, check_every: int = 0,
-                        abar: torch.Tensor | None = None) -> TrainLog:
+                        schedule: NoiseSchedule = DDPM) -> TrainLog:
     """Minimise L_Simple over ``params`` only (the base: every UNet and text-encoder weight; a LoRA: its
     adapters), captions ``ids`` (N, L) of images ``x`` (N, C, H, W), each replaced by ``empty_ids`` with
     probability ``cfg.cond_drop``. Shuffling, drops, timesteps and noise come from one generator seeded
@@ -133,11 +133,10 @@ def train_text_to_image(unet, text_encoder, x: torch.Tensor, ids: torch.Tensor, 
     result as an uninterrupted one. With ``cfg.ema_decay`` the moving average of ``params`` is kept (and saved)
     and is what the models hold on return. Every ``check_every`` epochs ``check(epoch)`` runs on the models in
     eval mode holding the averaged weights (a legibility probe, say) and its dict is logged with the epoch.
-    ``abar``: the noise schedule's ᾱ_t (default the project's; an adopted pipeline's own).
+    ``schedule``: the noise schedule (default the project's; an adopted pipeline's own).
     Returns the per-epoch mean losses, the checks and the training wall time (interrupted runs' included)."""
     from tqdm.auto import tqdm
     gen = torch.Generator().manual_seed(cfg.seed)
-    abar = alphas_cumprod() if abar is None else abar
     n = x.shape[0]
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     opt = torch.optim.AdamW(params, lr=cfg.lr)
@@ -170,10 +169,10 @@ def train_text_to_image(unet, text_encoder, x: torch.Tensor, ids: torch.Tensor, 
             cond = torch.where(drop[:, None], empty_ids.view(1, -1), ids[idx])
             t = torch.randint(0, T, (len(idx),), generator=gen)
             eps = torch.randn(x[idx].shape, generator=gen)
-            pred = unet(add_noise(x[idx], eps, t, abar), t, encode(text_encoder, cond)).sample
+            pred = unet(schedule.add_noise(x[idx], eps, t), t, encode(text_encoder, cond)).sample
             per = ((pred - eps) ** 2).flatten(1).mean(1)
             if cfg.min_snr_gamma:
-                snr = abar[t] / (1 - abar[t])
+                snr = schedule.abar[t] / (1 - schedule.abar[t])
                 per = per * snr.clamp(max=cfg.min_snr_gamma) / snr
             loss = per.mean()
             opt.zero_grad(set_to_none=True)
@@ -248,9 +247,7 @@ def sample(unet, text_encoder, tokenizer, prompts: list[str], seeds: list[int], 
     x = initial_noise(seeds, (cfg.in_channels, cfg.sample_size, cfg.sample_size))
     cond = encode(text_encoder, tokenize(tokenizer, prompts))
     empty = encode(text_encoder, tokenize(tokenizer, [""])).expand_as(cond)
-    sched = DDIMScheduler(num_train_timesteps=T, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
-                          clip_sample=True, set_alpha_to_one=True)
-    sched.set_timesteps(steps)
+    sched = DDPM.ddim(steps)
     for t in sched.timesteps:
         eps = []
         for i in range(0, len(x), batch_size):
@@ -270,7 +267,7 @@ def save_pipeline(unet, text_encoder, tokenizer, folder: str, extra: dict | None
     unet.save_pretrained(os.path.join(tmp, "unet"), safe_serialization=True)
     text_encoder.save_pretrained(os.path.join(tmp, "text_encoder"), safe_serialization=True)
     tokenizer.save_pretrained(os.path.join(tmp, "tokenizer"))
-    make_scheduler().save_pretrained(os.path.join(tmp, "scheduler"))
+    DDPM.scheduler().save_pretrained(os.path.join(tmp, "scheduler"))
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(tmp, folder)
 

@@ -207,7 +207,7 @@ def test_planted_near_duplicates_find_each_other_both_ways():
 def test_nda_weights_match_a_direct_softmax_loop(digits_engine):
     """Catches a wrong posterior (sign, √ᾱ, the 2(1−ᾱ) scale, the softmax axis) or noise that is not the
     engine's: NDA's scores against a loop over training images with the formula written out."""
-    from explorer.models import alphas_cumprod
+    from explorer.schedule import DDPM
     eng = digits_engine
     st = TimestepStrategy("uniform", 3)
     queries = [eng.task.val_query(0), eng.task.val_query(5)]
@@ -216,7 +216,7 @@ def test_nda_weights_match_a_direct_softmax_loop(digits_engine):
     for qi, q in enumerate(queries):
         ref = torch.zeros(len(y), dtype=torch.float64)
         for t in st.timesteps():
-            abar = alphas_cumprod()[int(t)].double()
+            abar = DDPM.abar[int(t)].double()
             eps = seeded_noise([q.uid], [int(t)], tuple(q.x.shape), eng.store.seed)[0, 0].double()
             xt = (abar.sqrt() * q.x.double() + (1 - abar).sqrt() * eps).reshape(-1)
             logits = torch.stack([-((xt - abar.sqrt() * y[i]) ** 2).sum() / (2 * (1 - abar)) for i in range(len(y))])
@@ -286,7 +286,7 @@ def test_das_matches_a_loop_with_the_kernel_solved_directly(tiny_unet):
     instead of the training image, or a kernel that is not (ΦᵀΦ + λI)⁻¹: DAS against one forward pass
     and one backward per image and t, and the dual solve written out."""
     from explorer.attribution.methods.das import DAS, residual_sizes
-    from explorer.models import alphas_cumprod
+    from explorer.schedule import DDPM
     torch.manual_seed(0)
     x, uids, st, lam = torch.rand(6, 1, 8, 8) * 2 - 1, [3, 7, 11, 19, 23, 42], TimestepStrategy("uniform", 3), 0.5
     ts = torch.tensor(st.timesteps())
@@ -294,7 +294,7 @@ def test_das_matches_a_loop_with_the_kernel_solved_directly(tiny_unet):
     phi = loop_gradients(tiny_unet, "avg", x, eps, ts).double().numpy()
     q_eps = seeded_noise([99], ts.tolist(), (1, 8, 8))
     q = loop_gradients(tiny_unet, "avg", x[:1] * 0.5, q_eps, ts).double().numpy()
-    abar, r = alphas_cumprod(), np.zeros(6)
+    abar, r = DDPM.abar, np.zeros(6)
     with torch.no_grad():
         for i in range(6):
             for s, t in enumerate(ts.tolist()):
@@ -316,14 +316,14 @@ def test_ekfac_eigenvalues_are_the_exact_gauss_newton_diagonal_and_its_inverse_i
     Gauss-Newton block Σ_e vec(DW_e)vec(DW_e)ᵀ/N, with DW_e from one autograd call per (image, timestep);
     (2) the damped preconditioner equals a dense solve with (Q_S⊗Q_A) diag(Λ) (Q_S⊗Q_A)ᵀ + λ̄I."""
     from explorer.attribution.methods.ekfac import fit_ekfac
-    from explorer.models import add_noise, alphas_cumprod
+    from explorer.schedule import DDPM
     torch.manual_seed(0)
     x, uids, st = torch.rand(3, 1, 8, 8) * 2 - 1, [4, 9, 13], TimestepStrategy("uniform", 2)
     factors = fit_ekfac(tiny_unet, x, uids, st, seed=5)
     ts = st.timesteps()
     eps = seeded_noise(uids, ts, (1, 8, 8), 5).reshape(-1, 1, 8, 8)
     t = torch.tensor(ts).repeat(3)
-    xt = add_noise(x[:, None].expand(3, 2, 1, 8, 8).reshape(-1, 1, 8, 8), eps, t, alphas_cumprod())
+    xt = DDPM.add_noise(x[:, None].expand(3, 2, 1, 8, 8).reshape(-1, 1, 8, 8), eps, t)
     with torch.no_grad():
         pred = tiny_unet(xt, t).sample
     target = pred + torch.randn(pred.shape, generator=torch.Generator().manual_seed(7919 * 6 + 1))  # pass 2's draw

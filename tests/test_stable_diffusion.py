@@ -84,10 +84,10 @@ def _train_lora(pipe_dir, data_dir, out):
     unet, vae, te, tok, cfg = sd.load(pipe_dir)
     ds = load_captioned_folder(data_dir, sd.pixel_resolution(unet, vae))
     params = lora.add_lora(unet, lora.LoRAConfig(rank=4, alpha=4))
-    abar = torch.cumprod(1 - sd.betas(cfg), 0)
+    from explorer.schedule import NoiseSchedule
     t2i.train_text_to_image(unet, te, sd.encode_images(vae, ds.train_x), sd.tokenize(tok, ds.meta["caption"]),
                             sd.tokenize(tok, [""])[0], t2i.T2ITrainConfig(epochs=3, batch_size=6, lr=1e-2), params,
-                            abar=abar)
+                            schedule=NoiseSchedule.from_config(cfg))
     lora.save_lora(unet, out)
     return out
 
@@ -125,21 +125,22 @@ def test_adopt_records_the_pipeline_and_reports_what_it_found(adopted):
 
 def test_latent_lora_gradients_equal_single_backward_passes_on_the_pipelines_schedule(engine):
     from explorer.attribution.gradients import GradientComputer, loop_gradients
-    from explorer.models import alphas_cumprod
+    from explorer.schedule import DDPM
     task = engine.task
     z, ctx = task.train_inputs[:3], task.train_context[:3]
     assert z.shape == (3, 4, 8, 8)  # latents of the 16-px drawings
-    abar = torch.cumprod(1 - task.betas, 0)
-    assert not torch.allclose(abar, alphas_cumprod())  # the pipeline's scaled-linear schedule, not the project's
+    abar = task.schedule.abar
+    assert not torch.allclose(abar, DDPM.abar)  # the pipeline's scaled-linear schedule, not the project's
+    assert task.schedule.config["beta_schedule"] == "scaled_linear"
     ts = torch.tensor([100, 700])
     eps = torch.randn(3, 2, *z.shape[1:], generator=torch.Generator().manual_seed(0))
-    fast = GradientComputer(task.model, "square", task.param_names, betas=task.betas)(z, eps, ts, ctx)
-    slow = loop_gradients(task.model, "square", z, eps, ts, ctx, task.param_names, betas=task.betas)
+    fast = GradientComputer(task.model, "square", task.param_names, schedule=task.schedule)(z, eps, ts, ctx)
+    slow = loop_gradients(task.model, "square", z, eps, ts, ctx, task.param_names, schedule=task.schedule)
     assert fast.shape == (3, task.n_attributed_parameters) and task.n_attributed_parameters < 30_000
     torch.testing.assert_close(fast, slow, rtol=1e-4, atol=1e-6 * slow.abs().max().item())
     own = GradientComputer(task.model, "square", task.param_names)(z, eps, ts, ctx)  # the project's schedule
     assert (own - fast).norm() > 0.01 * fast.norm()
-    store_abar = engine.store._computer(task.model, engine.store.spec("square", ST)).grads.abar
+    store_abar = engine.store._computer(task.model, engine.store.spec("square", ST)).grads.schedule.abar
     torch.testing.assert_close(store_abar, abar)  # the engine's features are taken on the pipeline's schedule
 
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..models import add_noise, model_lock
+from ..models import model_lock
 from .projectors import CountSketchProjector, Projector, flat
 
 
@@ -130,7 +130,7 @@ class FactorizedProjector(Projector):
         if x0s.dim() == 4:
             x0s = x0s.unsqueeze(1).expand_as(eps)
         x0s, eps, ts = x0s.to(dev).flatten(0, 1), eps.to(dev).flatten(0, 1), ts.to(dev).repeat(n)
-        xt = add_noise(x0s, eps, ts, grads.abar)
+        xt = grads.schedule.add_noise(x0s, eps, ts)
         phi: dict[str, torch.Tensor] = {}
         rest: dict[str, torch.Tensor] = {}
         roots: list[torch.Tensor] = []

@@ -11,6 +11,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
+from ..schedule import DDPM, NoiseSchedule
 from .gradients import GradientComputer
 from .factorized import FactorizedProjector
 from .projectors import Projector, make_projector
@@ -48,10 +49,10 @@ class FeatureComputer:
 
     def __init__(self, model: torch.nn.Module, spec: FeatureSpec, device: str = "cpu",
                  param_names: list[str] | None = None, noise_seed: int | None = None,
-                 betas: torch.Tensor | None = None):
+                 schedule: NoiseSchedule = DDPM):
         self.spec = spec
         self.noise_seed = spec.seed if noise_seed is None else noise_seed  # other seeds: the method's own noise
-        self.grads = GradientComputer(model, spec.output_fn, param_names, device, betas=betas)
+        self.grads = GradientComputer(model, spec.output_fn, param_names, device, schedule=schedule)
         if spec.projector == FactorizedProjector.name:
             if param_names is not None:
                 raise ValueError("the factorized projection covers all of a model's parameters, not a subset")

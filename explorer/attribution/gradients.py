@@ -13,6 +13,7 @@ import torch
 from torch.func import functional_call, grad, vmap
 
 from ..models import model_lock
+from ..schedule import DDPM, NoiseSchedule
 
 from .outputs import OUTPUT_FUNCTIONS, elbo_weights
 
@@ -29,13 +30,13 @@ class GradientComputer:
     dim × 4 bytes), so a 36 M-parameter UNet gets chunks of ~30 samples where the 177 k-parameter digits
     model gets 204 (S = 10) and the 32×32 icons model 9.
 
-    ``betas`` is the model's noise schedule (β_1..β_T; default the project's DDPM schedule): an adopted
-    Stable Diffusion pipeline noises on its own scaled-linear schedule."""
+    ``schedule`` is the model's noise schedule (default the project's DDPM schedule): an adopted Stable
+    Diffusion pipeline noises on its own scaled-linear one."""
 
     def __init__(self, model: torch.nn.Module, output_fn: str = "simple", param_names: list[str] | None = None,
                  device: str = "cpu", max_inputs: int = 2048, max_grad_bytes: int = 4 << 30,
-                 max_activation_bytes: int = 2 << 30, betas: torch.Tensor | None = None):
-        from ..models import make_scheduler, on_device
+                 max_activation_bytes: int = 2 << 30, schedule: NoiseSchedule = DDPM):
+        from ..models import on_device
 
         if output_fn not in OUTPUT_FUNCTIONS:
             raise ValueError(f"unknown output function {output_fn!r}; use one of {sorted(OUTPUT_FUNCTIONS)}")
@@ -54,17 +55,15 @@ class GradientComputer:
         self.dim = sum(p.numel() for p in self.params.values())
         self.max_inputs, self.max_grad_bytes = max_inputs, max_grad_bytes
         self.max_activation_bytes, self._input_bytes = max_activation_bytes, {}
-        betas = make_scheduler().betas if betas is None else betas
-        self.abar = torch.cumprod(1 - betas, 0).to(device)
-        self.w = elbo_weights(betas).to(device)
+        self.schedule = schedule
+        self.w = elbo_weights(schedule.betas).to(device)
         self._vg = vmap(grad(self._sample_output), in_dims=(None, 0, 0, None))
         self._vgc = vmap(grad(self._sample_output), in_dims=(None, 0, 0, None, 0))
         self.context_shape = None  # (L, hidden) of the last context seen: sizes the activation measurement
 
     def _sample_output(self, params, x0s, eps, ts, context=None):
         """Mean over the S timesteps of f for one sample; x0s, eps: (S, C, H, W), ts: (S,), context: (L, hidden)."""
-        a = self.abar[ts].view(-1, 1, 1, 1)
-        xt = a.sqrt() * x0s + (1 - a).sqrt() * eps
+        xt = self.schedule.add_noise(x0s, eps, ts)
         kwargs = {} if context is None else {"encoder_hidden_states": context.expand(len(ts), *context.shape)}
         pred = functional_call(self.model, {**params, **self.fixed}, (xt, ts), kwargs).sample
         return self.f(pred, eps, ts, self.w).mean()
@@ -134,10 +133,10 @@ class GradientComputer:
 
 def loop_gradients(model: torch.nn.Module, output_fn: str, x0s: torch.Tensor, eps: torch.Tensor, ts: torch.Tensor,
                    context: torch.Tensor | None = None, param_names: list[str] | None = None,
-                   betas: torch.Tensor | None = None) -> torch.Tensor:
+                   schedule: NoiseSchedule = DDPM) -> torch.Tensor:
     """The slow obvious reference: one ``backward`` per sample (tests compare against it), with respect to
     ``param_names`` (default: every parameter)."""
-    gc = GradientComputer(model, output_fn, betas=betas)
+    gc = GradientComputer(model, output_fn, schedule=schedule)
     if x0s.dim() == 4:
         x0s = x0s.unsqueeze(1).expand_as(eps)
     params = dict(model.named_parameters())
@@ -145,7 +144,7 @@ def loop_gradients(model: torch.nn.Module, output_fn: str, x0s: torch.Tensor, ep
     rows = []
     for i in range(x0s.shape[0]):
         model.zero_grad(set_to_none=True)
-        a = gc.abar[ts].view(-1, 1, 1, 1)
+        a = schedule.abar[ts].view(-1, 1, 1, 1)  # written out: the reference does not share the fast path's code
         xt = a.sqrt() * x0s[i] + (1 - a).sqrt() * eps[i]
         kwargs = {} if context is None else {"encoder_hidden_states": context[i].expand(len(ts), *context.shape[1:])}
         gc.f(model(xt, ts, **kwargs).sample, eps[i], ts, gc.w).mean().backward()

@@ -86,7 +86,7 @@ def noised_pairs(x: torch.Tensor, uids: list[int], timesteps: list[int], seed: i
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Every (image, timestep) pair of images x (N, C, H, W) noised with its seeded ε:
     (x_t, ε, t), each N·S rows, image-major (row i·S + s is image i at t_s)."""
-    from ..models import add_noise, alphas_cumprod
+    from ..schedule import DDPM
     eps = seeded_noise(uids, timesteps, tuple(x.shape[1:]), seed).reshape(-1, *x.shape[1:])
     t = torch.tensor([int(v) for v in timesteps]).repeat(len(x))
-    return add_noise(x.repeat_interleave(len(timesteps), 0), eps, t, alphas_cumprod()), eps, t
+    return DDPM.add_noise(x.repeat_interleave(len(timesteps), 0), eps, t), eps, t

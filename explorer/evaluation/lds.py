@@ -92,9 +92,8 @@ def measured_outputs(model: torch.nn.Module, x: torch.Tensor, eps: torch.Tensor,
                      device: str = "cpu", batch: int = 4096) -> np.ndarray:
     """y(q) = mean over (t, noise) of (1/d)‖ε − ε_θ(x_t, t)‖²; x (Q, C, H, W), eps (Q, R, C, H, W)
     with R = len(ts) × draws noise rows, ts (R,) the timestep of each row."""
-    from ..models import add_noise, alphas_cumprod
+    from ..schedule import DDPM
 
-    abar = alphas_cumprod().to(device)
     model = model.to(device).eval()
     q, r = eps.shape[:2]
     flat_x = x.unsqueeze(1).expand_as(eps).reshape(q * r, *x.shape[1:])
@@ -104,6 +103,6 @@ def measured_outputs(model: torch.nn.Module, x: torch.Tensor, eps: torch.Tensor,
     with torch.no_grad():
         for i in range(0, q * r, batch):
             xe, e, t = flat_x[i:i + batch].to(device), flat_e[i:i + batch].to(device), flat_t[i:i + batch].to(device)
-            pred = model(add_noise(xe, e, t, abar), t).sample
+            pred = model(DDPM.add_noise(xe, e, t), t).sample
             out[i:i + batch] = (pred - e).pow(2).flatten(1).mean(1).cpu()
     return out.view(q, r).mean(1).numpy()

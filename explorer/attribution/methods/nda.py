@@ -54,8 +54,8 @@ class DenoiserMethod(Method):
 
     def query_features(self, store, queries, strategy, noise_seed=None) -> list[np.ndarray]:
         """(m, S·d + S): each query noised at every timestep with the engine's seeded noise, then ᾱ_t."""
-        from ...models import alphas_cumprod
-        ts, abar = [int(t) for t in strategy.timesteps()], alphas_cumprod()
+        from ...schedule import DDPM
+        ts, abar = [int(t) for t in strategy.timesteps()], DDPM.abar
         xt, _, _ = noised_pairs(torch.stack([q.shown for q in queries]), [q.uid for q in queries], ts, store.seed)
         flat = xt.reshape(len(queries), -1).numpy().astype(np.float64)
         return [np.concatenate([flat, np.tile(abar[ts].numpy().astype(np.float64), (len(queries), 1))], 1)]
