@@ -23,13 +23,13 @@ from .build_rates import START_S, PhaseClock, Rates, features_key, gram_rate, sp
 from .memory import Held
 from .attribution.features import FeatureComputer, FeatureSpec, embedding_features, pixel_features
 from .attribution.kernel import Features, Kernel, eigenpairs
+from .attribution.projection import Projection
 from .attribution.timesteps import TimestepStrategy
 from .models import load_model, weights_fingerprint
 from .task import Task
 
 Progress = Callable[[int, int, str], None]  # (done, total, phase): each phase of a build reports its own fraction
 FEATURES, GRAM, SPECTRUM = "training features", "Gram matrix Φ Φᵀ", "eigendecomposition of the kernel"
-EXACT_MAX_BYTES = 600_000_000  # exact (unprojected) features are the default while n·p float16 fit in 600 MB
 
 
 class BuildStopped(RuntimeError):
@@ -113,23 +113,6 @@ class Builds:
 BUILDS = Builds()  # process-wide: every engine and visitor shares it
 
 
-def default_projection(n: int, dim: int) -> tuple[str, int]:
-    """Exact features when the n × p float16 matrix fits ``EXACT_MAX_BYTES`` (digits: 540 MB), else
-    CountSketch k = 4096 (shapes: 14 MB instead of 960 MB; see benchmarks/results/fidelity.json)."""
-    return ("exact", 0) if 2 * n * dim <= EXACT_MAX_BYTES else ("countsketch", 4096)
-
-
-def parse_projection(name: str) -> tuple[str, int]:
-    """A projection's name (``exact``, ``countsketch4096``, ``factorized4096``) → (projector, k), the inverse of
-    ``FeatureStore.projection``."""
-    if name == "exact":
-        return "exact", 0
-    for projector in ("countsketch", "factorized"):
-        if name.startswith(projector) and name.removeprefix(projector).isdigit():
-            return projector, int(name.removeprefix(projector))
-    raise ValueError(f"unknown projection {name!r}: use 'exact', 'countsketch<k>' or 'factorized<k>'")
-
-
 class FeatureStore:
     def __init__(self, task: Task, projector: str | None = None, k: int = 4096, seed: int = 0,
                  cache_dir: str | None = None, device: str = "cpu",
@@ -138,7 +121,8 @@ class FeatureStore:
         ``explorer.build_worker.run_in_worker``) into this store's cache; None builds them in this process."""
         self.task, self.seed, self.device, self.runner = task, seed, device, runner
         if projector is None:
-            projector, k = default_projection(len(task.data.train_idx), task.n_attributed_parameters)
+            default = Projection.default(len(task.data.train_idx), task.n_attributed_parameters)
+            projector, k = default.kind, default.k
         self.projector, self.k = projector, k
         self.cache_dir = cache_dir or task.paths.runtime_features
         self._features = Held()  # within the process-wide memory budget (least recently used go first)
@@ -150,7 +134,7 @@ class FeatureStore:
 
     @property
     def projection(self) -> str:
-        return "exact" if self.projector == "exact" else f"{self.projector}{self.k}"
+        return Projection(self.projector, self.k).name
 
     def spec(self, output_fn: str, strategy: TimestepStrategy) -> FeatureSpec:
         return FeatureSpec(output_fn, strategy, self.projector, self.k, self.seed)

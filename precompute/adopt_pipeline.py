@@ -15,9 +15,13 @@ T = 1000, the parts fit each other; the LoRA fits the UNet; every image has a ca
 from __future__ import annotations
 
 import os
+import shutil
 from collections import Counter
 
 from explorer import stable_diffusion as sd
+from explorer.attribution.registry import DEFAULT_METHOD, get_method
+from explorer.attribution.timesteps import TimestepStrategy
+from explorer.engine import DEFAULT_S, Engine
 from explorer.datasets.captioned import load_captioned_folder
 from explorer.files import write_json
 from explorer.lora import load_lora
@@ -42,14 +46,31 @@ def run(dataset: str, pipeline: str, lora: str, data: str, lora_alpha: float | N
                                  "latent_shape": [unet.config.in_channels, unet.config.sample_size,
                                                   unet.config.sample_size]}}
     paths = AssetPaths(dataset, **({"root": root} if root else {}))
+    fresh = not os.path.isdir(paths.base)
     os.makedirs(paths.base, exist_ok=True)
     write_json(paths.info, info)
     rec = info["stable_diffusion"]
+    m, st = get_method(DEFAULT_METHOD), TimestepStrategy("uniform", DEFAULT_S)
+    try:
+        eng = Engine(dataset, root=root)  # what the app will open: the check that it opens, and a timed probe
+        info["feature_build_estimate_s"] = eng.estimate_seconds(m, st)
+    except BaseException:
+        if fresh:
+            shutil.rmtree(paths.base, ignore_errors=True)  # nothing half-adopted stays listed
+        else:
+            os.remove(paths.info)
+        raise
+    write_json(paths.info, info)
     print(f"{dataset}: adopted {pipeline} with its LoRA (LoRA rank {rank}, {rec['n_lora_parameters']:,} parameters, "
           f"the gradients' length) for {len(ds.train_idx)} captioned images by {len(people)} contributors "
           f"({', '.join(f'{p} {c}' for p, c in people.most_common(5))}); {res}-px images, latents "
           f"{'×'.join(map(str, rec['latent_shape']))}, {rec['scheduler']} ({rec['beta_schedule']}, ε-prediction).\n"
-          f"Restart the app to find {dataset} in the model list; `python -m precompute features --dataset {dataset}` "
-          f"builds its training features ahead of the first visitor. LDS and the counterfactual need the LoRA "
+          f"Restart the app to find {dataset} in the model list. Its {m.label} training features (S = {DEFAULT_S}, "
+          f"{eng.store.projection}) take about {_duration(info['feature_build_estimate_s'])} on this machine; "
+          f"`python -m precompute features --dataset {dataset}` builds them ahead of the first visitor. LDS and the counterfactual need the LoRA "
           f"retrained on subsets with your recipe: not available for adopted pipelines.")
     return info
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"

@@ -26,7 +26,7 @@ from explorer.attribution.timesteps import TimestepStrategy
 from explorer.files import write_json
 from explorer.engine import TIMESTEP_PROJECTION, Engine
 from explorer.lesson import DUPLICATE_METHODS, KNOWN_METHODS, LESSON
-from explorer.store import parse_projection
+from explorer.attribution.projection import Projection
 
 
 def duplicates(eng: Engine, k: int) -> dict | None:
@@ -85,7 +85,8 @@ def run(dataset: str, device: str = "cpu") -> dict:
         out["duplicates"] = d
     if (kn := known(base)) is not None:
         out["known"] = kn
-    if (w := walk(Engine(dataset, *parse_projection(TIMESTEP_PROJECTION), device=device), LESSON.k)) is not None:
+    p = Projection.parse(TIMESTEP_PROJECTION)
+    if (w := walk(Engine(dataset, p.kind, p.k, device=device), LESSON.k)) is not None:
         out["walk"] = w
     write_json(base.results.path("lesson.json"), out)
     return out

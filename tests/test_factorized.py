@@ -79,8 +79,11 @@ def test_factorized_projection_is_seeded_and_refuses_what_it_cannot_do(tiny_unet
 
 
 def test_factorized_projection_is_a_projection_name():
-    from explorer.store import parse_projection
-    assert parse_projection("factorized4096") == ("factorized", 4096)
+    from explorer.attribution.projection import Projection
+    p = Projection.parse("factorized4096")
+    assert (p.kind, p.k) == ("factorized", 4096) and p.label == "factorized (LoGra-style) k = 4096"
     assert FeatureSpec(projector="factorized", k=2048).projection == "factorized2048"
+    for name in ("exact", "countsketch4096", "gaussian512"):
+        assert Projection.parse(name).name == name
     with pytest.raises(ValueError, match="factorized<k>"):
-        parse_projection("logra4096")
+        Projection.parse("logra4096")

@@ -87,10 +87,11 @@ def test_step_numbers_equal_the_shipped_results(steps):
 def test_the_shipped_timestep_walk_is_what_the_lesson_stage_computes():
     """Catches a stale lesson.json (another model, query or projection): the walk recomputed here."""
     from explorer.engine import TIMESTEP_PROJECTION, Engine
-    from explorer.store import parse_projection
+    from explorer.attribution.projection import Projection
     from precompute.lesson import walk
     shipped = _json(LESSON.dataset, "eval", "lesson.json")["walk"]
-    fresh = walk(Engine(LESSON.dataset, *parse_projection(TIMESTEP_PROJECTION)), LESSON.k)
+    p = Projection.parse(TIMESTEP_PROJECTION)
+    fresh = walk(Engine(LESSON.dataset, p.kind, p.k), LESSON.k)
     assert shipped["projection"] == fresh["projection"] == TIMESTEP_PROJECTION
     for a, b in zip(shipped["steps"], fresh["steps"]):
         assert a["t"] == b["t"] and len(set(a["top"]) & set(b["top"])) >= LESSON.k - 1, (a, b)

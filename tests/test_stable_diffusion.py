@@ -121,6 +121,7 @@ def test_adopt_records_the_pipeline_and_reports_what_it_found(adopted):
     assert rec["lora_rank"] == 4 and rec["prediction_type"] == "epsilon" and rec["pixel_resolution"] == 16
     assert info["n_train"] == 12 and info["contributors"] == {"alice": 8, "bob": 4}
     assert "12 captioned images by 2 contributors" in out and "LoRA rank 4" in out
+    assert info["feature_build_estimate_s"] > 0 and "training features (S = 10, exact) take about" in out
 
 
 def test_latent_lora_gradients_equal_single_backward_passes_on_the_pipelines_schedule(engine):

@@ -14,6 +14,7 @@ import torch
 from ..schedule import DDPM, NoiseSchedule
 from .gradients import GradientComputer
 from .factorized import FactorizedProjector
+from .projection import Projection
 from .projectors import Projector, make_projector
 from .timesteps import TimestepStrategy, seeded_noise
 
@@ -29,7 +30,7 @@ class FeatureSpec:
 
     @property
     def projection(self) -> str:
-        return "exact" if self.projector == "exact" else f"{self.projector}{self.k}"
+        return Projection(self.projector, self.k).name
 
     @property
     def key(self) -> str:

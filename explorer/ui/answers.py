@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from .. import plots
+from ..attribution.projection import Projection
 from ..attribution.registry import METHODS, get_method
 from ..attribution.timesteps import T, TimestepStrategy
 from ..compare import class_mix, credit, group_shares, overlap_at_k, spearman
@@ -63,8 +64,7 @@ def _settings_text(eng: Engine, res: Attribution) -> str:
     if res.lam is not None:
         parts.append(f"λ = {res.lam:g}")
     if res.projection is not None:
-        parts.append("exact gradients (no projection)" if res.projection == "exact"
-                     else f"CountSketch k = {res.projection.removeprefix('countsketch')}")
+        parts.append(Projection.parse(res.projection).label)
     if res.stored:
         parts.append("read from the stored benchmark results")
     return " · ".join(parts)
@@ -250,7 +250,7 @@ def timestep_view(dataset, source, seed, steps, bench_index, upload, invert, met
     sc = max(1, 128 // eng.data.resolution)
     return (gr.update(value="", visible=False), _png(q.shown, sc), _png(xt, sc), _png(x0, sc),
             gr.update(value=gallery(eng, res.top.proponents[0], res.top.proponent_scores[0]),
-                      label=f"Top {m.label} proponents at t = {t} alone (CountSketch k = 4096)"),
+                      label=f"Top {m.label} proponents at t = {t} alone ({Projection.parse(TIMESTEP_PROJECTION).label})"),
             f"**t = {t}** of {T}: " + ("almost clean — fine details decide." if t < 200 else
                                        "half noise — shapes and layout decide." if t < 700 else
                                        "almost pure noise — only coarse brightness and colour remain."))

@@ -22,7 +22,8 @@ from ..images import png_file
 from ..models import CheckpointError
 from ..paths import AssetPaths
 from ..tasks import is_trained
-from ..store import BuildStopped, parse_projection
+from ..attribution.projection import Projection
+from ..store import BuildStopped
 
 
 log = logging.getLogger("explorer")
@@ -31,8 +32,8 @@ MAX_SEED = 2**32 - 1
 MAX_PROMPT_CHARS = 200
 THUMB = 112
 STRATEGY_CHOICES = [("Uniform grid (the paper's)", "uniform"), ("Random", "random"), ("First S (t = 0…S−1)", "cumulative")]
-PROJECTIONS = [("Exact (no projection)", "exact"), ("CountSketch, k = 4096", "countsketch4096"),
-               ("CountSketch, k = 1024", "countsketch1024")]
+PROJECTIONS = [(p.label[0].upper() + p.label[1:], p.name) for p in (Projection(), Projection("countsketch", 4096),
+                                                                   Projection("countsketch", 1024))]
 LEFT: set[str] = set()  # sessions whose page was closed (their builds stop when nobody else waits)
 
 
@@ -77,8 +78,8 @@ BUILD_IN_WORKER = os.environ.get("EXPLORER_BUILD_WORKER", "1") == "1"  # builds 
 def _engine(dataset: str, projection: str | None, root: str) -> Engine:
     if projection is None:
         return Engine(dataset, root=root, build_in_worker=BUILD_IN_WORKER)
-    projector, k = parse_projection(projection)
-    return Engine(dataset, projector=projector, k=k, root=root, build_in_worker=BUILD_IN_WORKER)
+    p = Projection.parse(projection)
+    return Engine(dataset, projector=p.kind, k=p.k, root=root, build_in_worker=BUILD_IN_WORKER)
 
 
 def engine(dataset: str, projection: str | None = None) -> Engine:
