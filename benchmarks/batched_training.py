@@ -12,7 +12,8 @@ from benchmarks.common import report
 from explorer.batched_train import train_batched
 from explorer.datasets import load_dataset
 from explorer.evaluation.lds import make_subsets
-from explorer.models import TRAIN_CONFIGS, UNET_CONFIGS, TrainConfig, make_unet, train
+from explorer.models import UNET_CONFIGS, make_unet
+from explorer.training import TRAIN_CONFIGS, TrainConfig, train
 
 
 def main():

@@ -1,6 +1,6 @@
 """Train M tiny DDPMs at once as one batched ensemble (``torch.func.stack_module_state`` + ``vmap``).
 
-Model j follows exactly the recipe of ``models.train``: its own generator seeded ``seeds[j]``
+Model j follows exactly the recipe of ``training.train``: its own generator seeded ``seeds[j]``
 draws the same shuffles, timesteps and noise, its gradient is clipped by its own norm
 (clip_coef = min(1, c / (‖g_j‖ + 1e-6))), and AdamW and the cosine schedule act element-wise, so
 the batched models match one-at-a-time training up to floating-point summation order. Every
@@ -18,8 +18,8 @@ import torch
 from diffusers import UNet2DModel
 from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 
-from .models import T, TrainConfig, lr_lambda
-from .schedule import DDPM
+from .schedule import DDPM, T
+from .training import TrainConfig, lr_lambda
 
 
 def train_batched(models: list[UNet2DModel], xs: list[torch.Tensor], cfg: TrainConfig, seeds: list[int],

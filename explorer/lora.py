@@ -82,6 +82,10 @@ def load_lora(unet, path: str, cfg: LoRAConfig | None = None, alpha: float | Non
         state, _ = StableDiffusionPipeline.lora_state_dict(path)
     except (OSError, ValueError, KeyError) as e:
         raise CheckpointError(f"{path!r} is not a LoRA in the diffusers / peft format: {str(e).splitlines()[0]}") from e
+    others = sorted({k.split(".")[0] for k in state if not k.startswith("unet.")})
+    if others:
+        raise CheckpointError(f"the LoRA at {path!r} also adapts {', '.join(others)}: attribution covers UNet "
+                              f"adapters only (a text-encoder LoRA would change the captions' encoding unseen)")
     unet_state = convert_unet_state_dict_to_peft({k[len("unet."):]: v for k, v in state.items()
                                                   if k.startswith("unet.")})
     cfg = cfg or infer_config(unet_state, alpha)

@@ -30,8 +30,9 @@ import torch
 from diffusers import UNet2DConditionModel
 from diffusers.models.attention_processor import Attention
 
-from .models import T, CheckpointError, initial_noise, lr_lambda, model_lock, set_vmap_attention
-from .schedule import DDPM, NoiseSchedule
+from .models import CheckpointError, initial_noise, model_lock, set_vmap_attention
+from .schedule import DDPM, NoiseSchedule, T
+from .training import lr_lambda
 
 SPECIAL = ("[PAD]", "[UNK]", "[BOS]", "[EOS]")
 WORD = re.compile(r"[a-z0-9]+(?:['’-][a-z0-9]+)*")

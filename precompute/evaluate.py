@@ -22,8 +22,8 @@ from explorer.files import CacheError, load_npy, read_json, save_npy, save_npz, 
 from explorer.evaluation import counterfactual as cf
 from explorer.evaluation.lds import evaluate, make_subsets, masks_from_subsets, measured_outputs, predictions
 from explorer.evaluation.results import SPLITS, EvalResults, s_key
-from explorer.models import (TRAIN_CONFIGS, UNET_CONFIGS, TrainConfig, ddim_sample, load_model, make_unet, save_model,
-                             train, unet_config_for)
+from explorer.models import UNET_CONFIGS, ddim_sample, load_model, make_unet, save_model, unet_config_for
+from explorer.training import TRAIN_CONFIGS, TrainConfig, train
 from explorer.paths import AssetPaths
 from explorer.task import open_dataset
 

@@ -14,8 +14,8 @@ from explorer.files import read_json, write_json
 from explorer.classifier import ClassifierConfig, save_classifier, train_classifier
 from explorer.datasets import load_dataset, save_split
 from explorer.images import grid
-from explorer.models import (TRAIN_CONFIGS, UNET_CONFIGS, TrainConfig, ddim_sample, make_unet, save_model, train,
-                             unet_config_for)
+from explorer.models import UNET_CONFIGS, ddim_sample, make_unet, save_model, unet_config_for
+from explorer.training import TRAIN_CONFIGS, TrainConfig, train
 from explorer.paths import AssetPaths
 
 

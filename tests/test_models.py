@@ -3,8 +3,8 @@ import torch
 from torch.func import functional_call, grad, vmap
 
 from conftest import tiny_unet_config as _cfg
-from explorer.models import (CheckpointError, TrainConfig, UNET_CONFIGS, ddim_sample, load_model, make_unet,
-                             save_model, train)
+from explorer.models import CheckpointError, UNET_CONFIGS, ddim_sample, load_model, make_unet, save_model
+from explorer.training import TrainConfig, train
 
 
 def test_forward_shapes_for_shipped_configs():

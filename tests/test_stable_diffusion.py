@@ -188,6 +188,7 @@ def test_a_prompt_is_drawn_in_latent_space_decoded_and_credited(engine):
     ("v", "prediction_type='v_prediction'"),
     ("caption", "has no caption"),
     ("lora", "do not fit this UNet"),
+    ("text-encoder lora", "also adapts text_encoder"),
 ])
 def test_what_adopt_refuses_is_named(adopted, tmp_path, broken, message):
     tmp, env, _ = adopted
@@ -210,6 +211,13 @@ def test_what_adopt_refuses_is_named(adopted, tmp_path, broken, message):
         lora.add_lora(other, lora.LoRAConfig(rank=4, alpha=4))
         lora_dir = str(tmp_path / "other-lora")
         lora.save_lora(other, lora_dir)
+    if broken == "text-encoder lora":  # the UNet adapters plus one text-encoder adapter
+        from safetensors.torch import load_file, save_file
+        state = load_file(os.path.join(lora_dir, "pytorch_lora_weights.safetensors"))
+        state["text_encoder.text_model.encoder.layers.0.self_attn.q_proj.lora_A.weight"] = torch.zeros(4, 16)
+        os.makedirs(tmp_path / "te-lora")
+        save_file(state, str(tmp_path / "te-lora" / "pytorch_lora_weights.safetensors"))
+        lora_dir = str(tmp_path / "te-lora")
     r = _precompute(env, "adopt", "--dataset", "bad", "--pipeline", pipe, "--lora", lora_dir, "--data", data)
     assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert not os.path.exists(tmp / "assets" / "bad")  # nothing half-written

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..models import T
+from ..schedule import T
 
 STRATEGIES = ("uniform", "random", "cumulative", "list")
 
