@@ -14,7 +14,8 @@ import numpy as np
 
 from benchmarks.common import report
 from explorer.paths import AssetPaths
-from precompute.evaluate import EvalConfig, train_job
+from precompute.eval_config import EvalConfig
+from precompute.retrain import train_job
 from precompute.jobs import run_jobs
 
 

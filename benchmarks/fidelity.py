@@ -29,7 +29,7 @@ from explorer.compare import overlap_at_k
 from explorer.engine import Engine
 from explorer.evaluation.lds import evaluate, masks_from_subsets
 from explorer.evaluation.results import SPLITS
-from precompute.evaluate import EvalConfig
+from precompute.eval_config import EvalConfig
 
 LAMBDAS = list(EvalConfig().lambdas)
 

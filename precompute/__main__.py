@@ -59,7 +59,7 @@ def main(argv=None) -> int:
     for flag, where in used.items():
         if getattr(args, flag) is not None and not where & set(stages):
             p.error(f"--{flag} is used only by the {' / '.join(sorted(where))} stage(s), not by {args.stage}")
-    from .evaluate import EvalConfig
+    from .eval_config import EvalConfig
     cfg = EvalConfig(**({"n_subsets": args.subsets} if args.subsets else {}), epochs=args.epochs)
     from explorer.datasets import ImageError
     from explorer.models import CheckpointError
@@ -100,9 +100,10 @@ def run_stages(args, stages: list[str], cfg) -> None:
             from . import lesson
             lesson.run(args.dataset, device=args.device)
         else:
-            from . import evaluate
+            from . import counterfactual, ensemble, lds
             kw = {"until": args.until} if stage == "lds" else {}
-            getattr(evaluate, "run_" + stage)(args.dataset, device=args.device, engine=args.engine,
+            run = {"lds": lds.run_lds, "ensemble": ensemble.run_ensemble, "counterfactual": counterfactual.run_counterfactual}
+            run[stage](args.dataset, device=args.device, engine=args.engine,
                                               address=args.address, cfg=cfg, **kw)
 
 

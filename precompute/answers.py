@@ -17,7 +17,8 @@ from explorer.attribution.timesteps import TimestepStrategy
 from explorer.evaluation.results import SPLITS, s_key
 from explorer.paths import AssetPaths
 
-from .evaluate import EvalConfig, write_queries
+from .eval_config import EvalConfig
+from .lds import write_queries
 
 ANSWERED = (DEFAULT_METHOD, BASELINE_METHOD)
 

@@ -234,7 +234,7 @@ def test_a_method_registered_from_outside_reaches_the_page_the_api_and_the_evalu
     from explorer.attribution.methods.similarity import SimilarityMethod
     from explorer.engine import Engine
     from explorer.ui import build_app
-    from precompute.evaluate import EvalConfig
+    from precompute.eval_config import EvalConfig
 
     @dataclass(frozen=True)
     class Toy(SimilarityMethod):

@@ -93,7 +93,7 @@ def test_a_retrain_records_exactly_what_it_was_trained_on(tmp_path):
     """Catches a counterfactual retrain that keeps a removed image or uses another seed: done.json
     records the hash of the exact training indices (the complement of the removal set) and the seed."""
     import hashlib
-    from precompute.evaluate import train_job
+    from precompute.retrain import train_job
     removed = np.random.default_rng(0).choice(1528, 300, replace=False)
     keep = cf.keep_indices(1528, removed)
     train_job("digits", keep.tolist(), str(tmp_path / "cf"), seed=0, device="cpu", epochs=1)
@@ -104,7 +104,7 @@ def test_a_retrain_records_exactly_what_it_was_trained_on(tmp_path):
 
 def test_retraining_is_deterministic_and_resumes(tmp_path):
     from explorer.models import ddim_sample, load_model
-    from precompute.evaluate import train_job
+    from precompute.retrain import train_job
     from precompute.jobs import run_jobs
     idx = list(range(0, 1528, 3))
     jobs = [dict(dataset="digits", indices=idx, out_dir=str(tmp_path / name), seed=42, device="cpu", epochs=1)
@@ -150,7 +150,7 @@ def test_ray_and_local_engines_give_identical_models(tmp_path):
     import ray  # optional for users, installed by requirements-test.txt
 
     from explorer.models import load_model
-    from precompute.evaluate import train_job
+    from precompute.retrain import train_job
     from precompute.jobs import run_jobs
     jobs = {engine: [dict(dataset="digits", indices=list(range(s, 1528, 5)), out_dir=str(tmp_path / engine / str(s)),
                           seed=s, device="cpu", epochs=1) for s in (0, 1)] for engine in ("local", "ray")}

@@ -1,2 +1,2 @@
 """Evaluation: LDS (linear datamodeling score) and counterfactual retraining. Pure math here;
-``precompute.evaluate`` orchestrates retraining and I/O."""
+``precompute`` (``retrain``, ``lds``, ``ensemble``, ``counterfactual``) orchestrates retraining and I/O."""
