@@ -1,7 +1,7 @@
 """The noise schedule, one owner: T, β_t, ᾱ_t = Π_{s ≤ t} (1 − β_s), the forward noising, the x̂₀ estimate and
 the DDIM sampler. ``DDPM`` is the project's (linear β from 1e-4 to 0.02, T = 1000, ε-prediction), which every
 model trained here uses and saves beside its weights; an adopted pipeline brings its own
-(``NoiseSchedule.from_config`` of its ``scheduler_config.json``).
+(``NoiseSchedule`` of its ``scheduler_config.json``).
 
     x_t = √ᾱ_t x₀ + √(1 − ᾱ_t) ε                 (``add_noise``)
     x̂₀ = (x_t − √(1 − ᾱ_t) ε_θ(x_t, t)) / √ᾱ_t    (``x0_estimate``)
@@ -22,17 +22,9 @@ class NoiseSchedule:
         self.betas = DDPMScheduler(**self.config).betas.clone()
         self.abar = torch.cumprod(1 - self.betas, 0)
 
-    @classmethod
-    def from_config(cls, config: dict) -> "NoiseSchedule":
-        return cls(config)
-
     def scheduler(self) -> DDPMScheduler:
         """The diffusers scheduler of this schedule (what ``save_config`` writes beside a model's weights)."""
         return DDPMScheduler(**self.config)
-
-    @property
-    def T(self) -> int:
-        return len(self.betas)
 
     def add_noise(self, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """x_t for x0, ε of shape (N, …) and timesteps t (N,)."""

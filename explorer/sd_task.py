@@ -17,17 +17,19 @@ from .attribution.features import GENERATED_UID, UPLOAD_UID
 from .attribution.timesteps import seeded_noise
 from .datasets import to_model_tensor
 from .datasets.captioned import load_captioned_folder
+from .files import save_npy
 from .lora import load_lora, lora_names
 from .models import model_lock, weights_fingerprint
 from .paths import AssetPaths
 from .schedule import NoiseSchedule
-from .task import Query, Task, read_info
+from .t2i_task import TextToImageTask
+from .task import Query, read_info
 
 GUIDANCE = 7.5  # Stable Diffusion's usual classifier-free guidance
 
 
-class StableDiffusionTask(Task):
-    conditional = True
+class StableDiffusionTask(TextToImageTask):
+    """The text-to-image task's queries (captioned; generated from a prompt), in latent space."""
 
     def __init__(self, name: str, root: str | None = None, device: str = "cpu"):
         self.paths = AssetPaths(name, **({"root": root} if root else {}))
@@ -37,7 +39,7 @@ class StableDiffusionTask(Task):
         unet, self.vae, self.text_encoder, self.tokenizer, self.scheduler_config = sd.load(rec["pipeline"], device)
         load_lora(unet, rec["lora"], alpha=rec.get("lora_alpha"))
         self.model, self.param_names = unet, lora_names(unet)
-        self.schedule = NoiseSchedule.from_config(self.scheduler_config)
+        self.schedule = NoiseSchedule(self.scheduler_config)
         self.data = load_captioned_folder(rec["data"], sd.pixel_resolution(unet, self.vae))
         self.classifier = None
         self.data_hash = self.data.fingerprint()
@@ -47,7 +49,6 @@ class StableDiffusionTask(Task):
     @cached_property
     def train_inputs(self) -> torch.Tensor:
         """The training images' latents, encoded once and cached (keyed by the images and the VAE's weights)."""
-        from .cache import save_npy
         path = os.path.join(CACHE, os.path.basename(self.paths.base), "latents",
                             f"{self.data_hash}_{weights_fingerprint(self.vae)}.npy")
         if os.path.exists(path):
@@ -67,13 +68,10 @@ class StableDiffusionTask(Task):
     def train_query(self, i: int, fresh: bool = False) -> Query:
         q = super().train_query(i, fresh)
         q.x, q.image = self.train_inputs[i], self.data.train_x[i]
-        return self._captioned(q, self.captions[int(self.data.train_idx[i])])
+        return q
 
     def val_query(self, j: int) -> Query:
         raise ValueError("an adopted LoRA's training images are all attributed: there is no validation split")
-
-    def generated(self, seed: int, steps: int = 50) -> Query:
-        raise ValueError("a text-to-image model generates from a prompt: use StableDiffusionTask.prompt")
 
     def prompt(self, text: str, seed: int, steps: int = 50, guidance: float = GUIDANCE) -> Query:
         """The pipeline's (with LoRA) latent for ``text`` from noise seeded with ``seed``, and its decoded image."""
@@ -92,10 +90,6 @@ class StableDiffusionTask(Task):
     def from_image(self, q: Query, x: torch.Tensor, caption: str) -> Query:
         q.x, q.image = sd.encode_images(self.vae, x[None])[0], x
         return self._captioned(q, caption)
-
-    def _captioned(self, q: Query, caption: str) -> Query:
-        q.caption, q.context = caption, self.encode([caption])[0]
-        return q
 
     def noised_view(self, query: Query, t: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """(x_t, x̂₀) decoded: the query's latent noised at t with its own seeded noise, and the LoRA model's

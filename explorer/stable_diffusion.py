@@ -23,14 +23,13 @@ import os
 import torch
 
 from .models import CheckpointError, initial_noise, model_lock, set_vmap_attention
-from .schedule import NoiseSchedule
+from .schedule import NoiseSchedule, T
 
 PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 DDPM_FAMILY = ("DDPMScheduler", "DDIMScheduler", "PNDMScheduler", "EulerDiscreteScheduler",
                "EulerAncestralDiscreteScheduler", "DPMSolverMultistepScheduler", "DPMSolverSinglestepScheduler",
                "LMSDiscreteScheduler", "UniPCMultistepScheduler", "HeunDiscreteScheduler",
                "KDPM2DiscreteScheduler", "DEISMultistepScheduler")
-TRAIN_TIMESTEPS = 1000
 
 
 def check_folder(folder: str) -> None:
@@ -59,9 +58,9 @@ def scheduler_config(folder: str) -> dict:
         raise CheckpointError(f"the scheduler says prediction_type={pred!r}, but D-TRAK's output functions are "
                               f"written for ε-prediction: adopt an ε-prediction model (Stable Diffusion 1.x / "
                               f"2.x-base), or fix the scheduler config if the UNet does predict ε")
-    if cfg.get("num_train_timesteps", TRAIN_TIMESTEPS) != TRAIN_TIMESTEPS:
+    if cfg.get("num_train_timesteps", T) != T:
         raise CheckpointError(f"the scheduler trains over {cfg['num_train_timesteps']} steps; the timestep "
-                              f"strategies assume {TRAIN_TIMESTEPS}")
+                              f"strategies assume {T}")
     return cfg
 
 

@@ -56,7 +56,7 @@ class TextToImageTask(Task):
         return self._captioned(Query("generated", x, GENERATED_UID + seed), text)
 
     def generated(self, seed: int, steps: int = 50) -> Query:
-        raise ValueError("a text-to-image model generates from a prompt: use TextToImageTask.prompt")
+        raise ValueError("a text-to-image model generates from a prompt: use its task's prompt(text, seed)")
 
     def upload(self, img, caption: str = "") -> Query:
         """An uploaded image read under ``caption`` (the empty caption: the unconditional model)."""

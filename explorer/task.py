@@ -123,11 +123,9 @@ class Task:
         validation split, of each training image's nearest other one —, mean border pixel of the training images)."""
         train = self._embed(self.data.train_x)
         if len(self.data.val_idx):
-            val = self._embed(self.data.val_x)
-            d = np.sqrt(((val[:, None] - train[None]) ** 2).sum(-1)).min(1)
+            d = nearest_distance(self._embed(self.data.val_x), train)
         else:
-            d = np.sqrt(((train[:, None] - train[None]) ** 2).sum(-1))
-            d = np.where(np.eye(len(train), dtype=bool), np.inf, d).min(1)
+            d = nearest_distance(train, train, skip_self=True)
         return train, float(np.percentile(d, 99)), float(_border(self.data.train_x).mean())
 
     def _embed(self, x: torch.Tensor) -> np.ndarray:
@@ -144,11 +142,26 @@ class Task:
         inverted (its border is nearer the training border when negated)."""
         train, p99, border = self._embedding_reference
         e = self._embed(x[None])
-        dist = float(np.sqrt(((train - e) ** 2).sum(-1)).min())
+        dist = float(nearest_distance(e, train)[0])
         label, conf = self.predict(x)
         b = float(_border(x[None]).mean())
         return {"label": label, "confidence": conf, "distance": dist, "p99": p99, "unusual": dist > p99,
                 "inverted": abs(-b - border) + 0.5 < abs(b - border)}
+
+
+def nearest_distance(a: np.ndarray, b: np.ndarray, skip_self: bool = False, block: int = 256) -> np.ndarray:
+    """min_j ‖a_i − b_j‖ per row of a, from ‖a‖² + ‖b‖² − 2 a·b in float64, ``block`` rows at a time (memory
+    O(block · len(b)), not len(a) · len(b) · d); ``skip_self``: a is b and j = i does not count."""
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    bb = (b ** 2).sum(1)
+    out = np.empty(len(a))
+    for s in range(0, len(a), block):
+        rows = a[s:s + block]
+        d2 = (rows ** 2).sum(1)[:, None] + bb[None] - 2 * rows @ b.T
+        if skip_self:
+            d2[np.arange(len(rows)), np.arange(s, s + len(rows))] = np.inf
+        out[s:s + block] = np.sqrt(np.clip(d2.min(1), 0, None))
+    return out
 
 
 def _border(x: torch.Tensor) -> torch.Tensor:

@@ -116,3 +116,17 @@ def test_icons_known_answers_are_near_duplicates_nobody_planted(icons, tmp_path)
     assert (rank == 0).float().mean() > 0.65 and (rank < 5).float().mean() > 0.74
     with pytest.raises(FileNotFoundError, match="apt-get install oxygen-icon-theme tango-icon-theme"):
         load_icons(str(tmp_path))
+
+
+def test_nearest_distance_is_the_obvious_one_in_blocks():
+    """The familiarity check's nearest distances (blocked Gram form) equal the pairwise differences, with and
+    without a point's own distance to itself."""
+    from explorer.task import nearest_distance
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(300, 40)).astype(np.float32), rng.normal(size=(500, 40)).astype(np.float32)
+    ref = np.sqrt(((a[:, None] - b[None]) ** 2).sum(-1)).min(1)
+    np.testing.assert_allclose(nearest_distance(a, b, block=64), ref, rtol=1e-5)
+    own = np.sqrt(((b[:, None] - b[None]) ** 2).sum(-1))
+    own[np.eye(500, dtype=bool)] = np.inf
+    np.testing.assert_allclose(nearest_distance(b, b, skip_self=True, block=64), own.min(1), rtol=1e-5)
+    assert nearest_distance(b, b).max() < 1e-3  # itself, when it counts

@@ -4,6 +4,7 @@ the way diffusers saves it, a LoRA trained on a dozen captioned drawings by two 
 through the command line, then attributed in latent space — by the engine, the page's callbacks and the CLI."""
 import json
 import os
+import shutil
 import string
 
 import numpy as np
@@ -87,7 +88,7 @@ def _train_lora(pipe_dir, data_dir, out):
     from explorer.schedule import NoiseSchedule
     t2i.train_text_to_image(unet, te, sd.encode_images(vae, ds.train_x), sd.tokenize(tok, ds.meta["caption"]),
                             sd.tokenize(tok, [""])[0], t2i.T2ITrainConfig(epochs=3, batch_size=6, lr=1e-2), params,
-                            schedule=NoiseSchedule.from_config(cfg))
+                            schedule=NoiseSchedule(cfg))
     lora.save_lora(unet, out)
     return out
 
@@ -198,7 +199,7 @@ def test_what_adopt_refuses_is_named(adopted, tmp_path, broken, message):
     if broken == "caption":
         rows = open(os.path.join(data, "metadata.jsonl")).read().splitlines()
         bad = tmp_path / "drawings"
-        os.system(f"cp -r {data} {bad}")
+        shutil.copytree(data, bad)
         (bad / "metadata.jsonl").write_text("\n".join(rows[:-1] + [json.dumps({"file_name": "bob/blue_circle_1.png"})]))
         data = str(bad)
     if broken == "lora":  # adapters of another UNet (other widths)
