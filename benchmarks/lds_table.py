@@ -64,11 +64,11 @@ def main():
     print("| method | validation S=10 | validation S=100 | generated S=10 | generated S=100 | query s (upload) | "
           "build s |\n|---|---|---|---|---|---|---|")
     for name, m in METHODS.items():
-        cells = [cell(res.row(name, S if m.uses_timesteps else None, split)) for split in ("validation", "generated")
+        cells = [cell(res.row(name, S if m.needs.timesteps else None, split)) for split in ("validation", "generated")
                  for S in (10, 100)]
-        if not m.uses_timesteps:
+        if not m.needs.timesteps:
             cells[1] = cells[3] = ""
-        S_values = (10, 100) if m.uses_timesteps else (None,)
+        S_values = (10, 100) if m.needs.timesteps else (None,)
         if any(cells):
             print(f"| {m.label} | " + " | ".join(cells) + f" | {cost(name, S_values, 'query_seconds')} | "
                   f"{cost(name, S_values, 'build_seconds')} |")

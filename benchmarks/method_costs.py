@@ -45,14 +45,14 @@ def main():
     built = {r["key"]: r for r in done["rows"] if r["shares_build_with"] is None}  # feature set → its first row
     lds = {(r["method"], r["S"]) for r in eng.results.lds()["rows"]}
     for name, m in METHODS.items():
-        for S in ((10, 100) if m.uses_timesteps else (None,)):
+        for S in ((10, 100) if m.needs.timesteps else (None,)):
             if (name, S) not in lds or (name, S) in have:
                 continue
             st = TimestepStrategy("uniform", S or 10)
-            key = repr((m.feature_key(), st.key if m.uses_gradients else None))
+            key = repr((m.feature_key(), st.key if m.needs.gradients else None))
 
             def query(j):
-                q = eng.task.generated(1000 + j) if m.generated_only else upload(eng, j)
+                q = eng.task.generated(1000 + j) if m.needs.generated_only else upload(eng, j)
                 t0 = time.perf_counter()
                 eng.attribute(q, m, st)
                 return time.perf_counter() - t0

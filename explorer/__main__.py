@@ -21,13 +21,12 @@ from typing import Callable
 
 from tqdm.auto import tqdm
 
-from .attribution.kernel import blockwise_topk
 from .attribution.registry import DEFAULT_METHOD, METHODS, get_method
 from .attribution.timesteps import TimestepStrategy
 from .compare import credit
 from .files import CacheError, atomic_write, write_json
 from .datasets import IMAGE_EXTENSIONS, ImageError, open_image
-from .engine import Engine
+from .engine import Engine, Request
 
 BATCH = 32
 
@@ -68,11 +67,8 @@ def attribute(engine: Engine, items: list[tuple[dict, Callable]], method: str, s
     """{settings..., "results": [{record..., "proponents": [...], "opponents": [...], "credit"?}]}, scored
     BATCH queries at a time."""
     m = get_method(method)
-    if m.generated_only:
-        raise ValueError(f"{m.label} needs a generated image's sampling path; files have none")
     data = engine.data
     meta = data.meta
-    lam = engine.default_lambda(m, strategy.S, "validation") if lam is None else lam
     groups = data.train_styles
 
     def entry(rank: int, i: int, score: float) -> dict:
@@ -84,24 +80,25 @@ def attribute(engine: Engine, items: list[tuple[dict, Callable]], method: str, s
                     if name in meta})
         return out
 
-    results = []
+    results, used = [], None
     for a in tqdm(range(0, len(items), BATCH), desc=f"{m.label}", unit="batch", disable=not progress):
         chunk = items[a:a + BATCH]
-        s = engine.scores([make() for _, make in chunk], m, strategy, lam)
-        t = blockwise_topk(lambda rows: s[rows], len(chunk), top)
-        for j, (record, _) in enumerate(chunk):
+        answers = engine.answer(Request(tuple(make() for _, make in chunk), m, strategy, lam, top))
+        for (record, _), res in zip(chunk, answers):
+            t = res.top
             row = {**record,
                    "proponents": [entry(r + 1, i, v) for r, (i, v) in
-                                  enumerate(zip(t.proponents[j], t.proponent_scores[j]))],
+                                  enumerate(zip(t.proponents[0], t.proponent_scores[0]))],
                    "opponents": [entry(r + 1, i, v) for r, (i, v) in
-                                 enumerate(zip(t.opponents[j], t.opponent_scores[j]))]}
+                                 enumerate(zip(t.opponents[0], t.opponent_scores[0]))]}
             if groups is not None:
-                row["credit"] = dict(zip(groups[1], credit(s[j], groups[0], len(groups[1])).tolist()))
+                row["credit"] = dict(zip(groups[1], credit(res.scores, groups[0], len(groups[1])).tolist()))
             results.append(row)
+            used = res
     return {"dataset": data.name, "method": m.name, "method_label": m.label,
-            "timesteps": [int(x) for x in strategy.timesteps()] if m.uses_timesteps else None,
-            "lambda": lam if m.uses_lambda else None,
-            "projection": engine.store.projection if m.uses_gradients else None, "results": results}
+            "timesteps": [int(x) for x in strategy.timesteps()] if m.needs.timesteps else None,
+            "lambda": used.lam if used else None,
+            "projection": engine.store.projection if m.needs.gradients else None, "results": results}
 
 
 def save(out: dict, path: str) -> None:
@@ -137,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--steps", type=int, default=50, help="--prompts: DDIM steps")
     a.add_argument("--method", default=DEFAULT_METHOD, choices=sorted(METHODS))
     a.add_argument("--S", type=int, default=10, help="number of timesteps (uniform)")
-    a.add_argument("--lam", type=float, default=None, help="λ (default: the one LDS tuned, else 1)")
+    a.add_argument("--lam", type=float, default=None, help="λ (default: the one LDS tuned, else the untuned fallback)")
     a.add_argument("--top", type=int, default=10)
     a.add_argument("--out", required=True, help="results.json or results.csv")
     a.add_argument("--device", default="cpu")

@@ -3,7 +3,7 @@ features, query features, kernels) and the methods registry into one call: a que
 a timestep strategy → ranked proponents and opponents.
 
     engine = Engine("digits")
-    result = engine.attribute(engine.task.generated(seed=3), "dtrak", TimestepStrategy("uniform", 10))
+    [result] = engine.answer(Request((engine.task.generated(seed=3),), "dtrak", TimestepStrategy("uniform", 10)))
 """
 from __future__ import annotations
 
@@ -13,16 +13,16 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .attribution.kernel import TopK, blockwise_topk
+from .attribution import damping
+from .attribution.kernel import Features, Kernel, TopK, blockwise_topk
 from .attribution.registry import get_method
 from .attribution.method import Method
-from .attribution.timesteps import TimestepStrategy
+from .attribution.timesteps import DEFAULT_S, TimestepStrategy
 from .evaluation.results import EvalResults, s_key
 from .store import FeatureStore, Progress
 from .task import Query
 from .tasks import open_task
 
-DEFAULT_S = 10
 TIMESTEP_PROJECTION = "countsketch4096"  # per-timestep views (Timesteps tab, lesson): one small set per t
 LEGACY_PROJECTION = "countsketch1024"  # results written before rows recorded their projection
 
@@ -36,6 +36,47 @@ class Attribution:
     strategy: TimestepStrategy | None
     projection: str | None  # None for gradient-free methods
     stored: bool = False  # read from the LDS stage's stored benchmark scores
+
+
+@dataclass(frozen=True)
+class Request:
+    """One question to the engine: attribute ``queries`` with ``method`` under ``strategy`` (None: uniform,
+    S = 10) and ``lam`` (None: the λ LDS tuned, or the untuned fallback), returning the top ``k``.
+    ``bench``: the one query is that benchmark image, whose stored answer is read when one matches.
+    ``build``: build missing training features now (else ``NotComputed`` says what it would cost)."""
+    queries: tuple
+    method: str | Method
+    strategy: TimestepStrategy | None = None
+    lam: float | None = None
+    k: int = 8
+    bench: int | None = None
+    build: bool = True
+    progress: Progress | None = None
+
+
+class Refused(ValueError):
+    """The method cannot answer this request on this model; the message says why and what to pick."""
+
+
+class NotComputed(Exception):
+    """The training features a request needs are not on disk and it did not ask to build them."""
+
+    def __init__(self, method: Method, strategy: TimestepStrategy, seconds: float):
+        self.method, self.strategy, self.seconds = method, strategy, seconds
+        super().__init__(f"{method.label} with {strategy.label} has not been computed for this model yet")
+
+
+@dataclass
+class Scorer:
+    """λ ↦ (m, n) scores of prepared queries (features and kernels computed once); ``lam`` is the default."""
+    method: Method
+    train: list[Features]
+    query: list
+    kernels: list[Kernel] | None
+    lam: float | None
+
+    def __call__(self, lam: float | None = None) -> np.ndarray:
+        return self.method.score(self.train, self.query, self.lam if lam is None else lam, self.kernels)
 
 
 def _method(m: str | Method) -> Method:
@@ -65,59 +106,86 @@ class Engine:
         return self.task.data
 
     # ---- what a call will cost ----
-    def _needs(self, m: Method, strategy: TimestepStrategy) -> tuple[list[str], str] | None:
-        if not m.uses_gradients:
+    def _feature_sets(self, m: Method, strategy: TimestepStrategy) -> tuple[list[str], str] | None:
+        if not m.needs.gradients:
             return None
         return self.store.model_dirs(m.models), m.output_fn
 
     def ready(self, method: str | Method, strategy: TimestepStrategy) -> bool:
         """True when every training feature set the method needs is on disk (no build)."""
-        need = self._needs(_method(method), strategy)
+        need = self._feature_sets(_method(method), strategy)
         return need is None or self.store.ready(need[0], need[1], strategy)
 
     def estimate_seconds(self, method: str | Method, strategy: TimestepStrategy) -> float:
-        need = self._needs(_method(method), strategy)
+        need = self._feature_sets(_method(method), strategy)
         return 0.0 if need is None else self.store.estimate_seconds(need[0], need[1], strategy)
 
     def build(self, method: str | Method, strategy: TimestepStrategy, progress: Progress | None = None,
               left: Callable[[], bool] = lambda: False) -> None:
         """Builds (or joins the running build of) the method's missing training features."""
-        need = self._needs(_method(method), strategy)
+        need = self._feature_sets(_method(method), strategy)
         for d in (need[0] if need else []):
             self.store.gradients(d, need[1], strategy, progress, True, left)
 
+    # ---- what a method may answer ----
+    def check(self, method: str | Method, queries: list[Query]) -> None:
+        """``Refused`` (naming what to pick instead) when the method cannot answer these queries on this model."""
+        m = _method(method)
+        if self.task.train_context is not None and not m.needs.captions:
+            raise Refused(f"{m.label} does not attribute text-to-image models yet: its fit or query path runs the "
+                          f"model without a caption. Use D-TRAK, TRAK or a similarity method.")
+        if m.needs.classifier and self.task.classifier is None:
+            raise Refused(f"{m.label} needs a classifier, and this model's images have no class labels.")
+        if m.needs.generated_only and any(q.trajectory is None for q in queries):
+            raise Refused(f"{m.label} follows a generated image's sampling path: pick a generated image.")
+
+    # ---- answering ----
+    def answer(self, req: Request) -> list[Attribution]:
+        """One Attribution per query of the request: the stored benchmark answer when the request names a
+        benchmark image and one matches, else scored now (``NotComputed`` when features are missing and the
+        request does not build them). The page and ``python -m explorer attribute`` both ask this."""
+        m = _method(req.method)
+        self.check(m, list(req.queries))
+        st = req.strategy or TimestepStrategy.default()
+        if req.bench is not None and st.kind == "uniform":
+            stored = self.benchmark_attribution(req.bench, m.name, st.S, req.lam, req.k)
+            if stored is not None:
+                return [stored]
+        if not req.build and not self.ready(m, st):
+            raise NotComputed(m, st, self.estimate_seconds(m, st))
+        scorer = self.score_fn(list(req.queries), m, st, req.progress, req.build)
+        s = scorer(req.lam)
+        top = blockwise_topk(lambda rows: s[rows], len(s), req.k)
+        lam = (scorer.lam if req.lam is None else req.lam) if m.needs.lam else None
+        return [Attribution(m.name, s[j], top.row(j), lam, st if m.needs.timesteps else None,
+                            self.store.projection if m.needs.gradients else None) for j in range(len(s))]
+
+    def attribute(self, query: Query, method: str | Method, strategy: TimestepStrategy | None = None,
+                  lam: float | None = None, topk: int = 8, progress: Progress | None = None,
+                  build: bool = True) -> Attribution:
+        """One query scored now (no stored answer): ``answer`` for a request of one."""
+        return self.answer(Request((query,), method, strategy, lam, topk, progress=progress, build=build))[0]
+
     # ---- scoring ----
     def score_fn(self, queries: list[Query], method: str | Method, strategy: TimestepStrategy | None = None,
-                 progress: Progress | None = None, build: bool = True) -> Callable[[float | None], np.ndarray]:
+                 progress: Progress | None = None, build: bool = True) -> "Scorer":
         """λ ↦ (m, n) scores; features and kernels are computed once, so a λ sweep is cheap."""
         m = _method(method)
-        if self.task.train_context is not None and not m.handles_captions:
-            raise ValueError(f"{m.label} does not attribute text-to-image models yet: its fit or query path runs the "
-                             f"model without a caption. Use D-TRAK, TRAK or a similarity method.")
-        strategy = strategy or TimestepStrategy("uniform", DEFAULT_S)
+        self.check(m, queries)
+        strategy = strategy or TimestepStrategy.default()
         train = m.train_features(self.store, strategy, progress, build)
         kernels = None
-        if m.uses_kernel:
+        if m.needs.kernel:
             kernels = [self.store.kernel((m.feature_key(), strategy.key, self.store.projection, i), t)
                        for i, t in enumerate(train)]
         query = m.query_features(self.store, queries, strategy)
-        default = self.default_lambda(m, strategy.S, query_split(queries[0]))
-        return lambda lam: m.score(train, query, default if lam is None else lam, kernels)
+        lam = self.default_lambda(m, strategy.S, query_split(queries[0]), train) if m.needs.lam else None
+        return Scorer(m, train, query, kernels, lam)
 
     def scores(self, queries: list[Query], method: str | Method, strategy: TimestepStrategy | None = None,
                lam: float | None = None, progress: Progress | None = None, build: bool = True) -> np.ndarray:
         """(m, n) scores of queries against every training image."""
         return self.score_fn(queries, method, strategy, progress, build)(lam)
-
-    def attribute(self, query: Query, method: str | Method, strategy: TimestepStrategy | None = None,
-                  lam: float | None = None, topk: int = 8, progress: Progress | None = None,
-                  build: bool = True) -> Attribution:
-        m = _method(method)
-        strategy = strategy or TimestepStrategy("uniform", DEFAULT_S)
-        lam = self.default_lambda(m, strategy.S, query_split(query)) if lam is None else lam
-        s = self.scores([query], m, strategy, lam, progress, build)
-        return Attribution(m.name, s[0], blockwise_topk(lambda rows: s[rows], 1, topk), lam if m.uses_lambda else None,
-                           strategy if m.uses_timesteps else None, self.store.projection if m.uses_gradients else None)
 
     def topk(self, queries: list[Query], method: str, strategy: TimestepStrategy | None = None,
              lam: float | None = None, k: int = 8, block: int = 256) -> TopK:
@@ -132,30 +200,33 @@ class Engine:
         times (training features fixed). Returns (draws, n) scores' top-k sets as a (draws, topk)
         index array and the (n,) count of draws in which each training image is in the top-k."""
         m = _method(method)
-        strategy = strategy or TimestepStrategy("uniform", DEFAULT_S)
-        if not m.uses_gradients or m.generated_only:
+        strategy = strategy or TimestepStrategy.default()
+        if not m.needs.gradients or m.needs.generated_only:
             raise ValueError(f"{m.label} has no query-gradient noise to resample")
-        lam = self.default_lambda(m, strategy.S, query_split(query)) if lam is None else lam
-        train = m.train_features(self.store, strategy, None, False)
-        kernels = ([self.store.kernel((m.feature_key(), strategy.key, self.store.projection, i), t)
-                    for i, t in enumerate(train)] if m.uses_kernel else None)
+        scorer = self.score_fn([query], m, strategy, None, False)
+        lam = scorer.lam if lam is None else lam
         drawn = [m.query_features(self.store, [query], strategy, noise_seed=1000 + r) for r in range(draws)]
         if all(isinstance(f, np.ndarray) for d in drawn for f in d):  # every draw in one pass over the features
-            s = m.score(train, [np.concatenate(per_model) for per_model in zip(*drawn)], lam, kernels)
+            s = m.score(scorer.train, [np.concatenate(per_model) for per_model in zip(*drawn)], lam, scorer.kernels)
         else:
-            s = np.concatenate([m.score(train, d, lam, kernels) for d in drawn])
+            s = np.concatenate([m.score(scorer.train, d, lam, scorer.kernels) for d in drawn])
         tops = blockwise_topk(lambda rows: s[rows], draws, topk).proponents
         return tops, np.bincount(tops.ravel(), minlength=s.shape[1])
 
     # ---- λ and stored benchmark results ----
-    def default_lambda(self, method: str | Method, S: int | None = DEFAULT_S, split: str = "validation") -> float:
-        """The λ the LDS stage tuned for (method, S, split); S = 10's when S was not evaluated; else 1."""
+    def default_lambda(self, method: str | Method, S: int | None = DEFAULT_S, split: str = "validation",
+                       train: list[Features] | None = None) -> float:
+        """The λ the LDS stage tuned for (method, S, split); S = 10's when S was not evaluated; else the
+        untuned fallback: scaled to the training features (``train``) where the task asks for it (LoRA
+        gradients), else ``FALLBACK_LAMBDA`` (``explorer.attribution.damping``)."""
         m = _method(method)
         for s in (S, DEFAULT_S):
-            lam = self.results.lam(m.name, s_key(m.uses_timesteps, s), split)
+            lam = self.results.lam(m.name, s_key(m.needs.timesteps, s), split)
             if lam is not None:
                 return float(lam)
-        return 1.0
+        if self.task.scaled_lambda and train:
+            return damping.scaled(train[0].norms())
+        return damping.FALLBACK_LAMBDA
 
     def benchmark_query(self, i: int, trajectory: bool = False) -> Query:
         q = self.results.queries
@@ -177,16 +248,16 @@ class Engine:
         if not self.results.has_queries:
             return None
         split, col = self.results.split_of(i)
-        S_key = s_key(m.uses_timesteps, S)
+        S_key = s_key(m.needs.timesteps, S)
         row = self.results.answer_row(m.name, S_key, split)
-        if row is None or (m.uses_gradients and row.get("projection", LEGACY_PROJECTION) != self.store.projection):
+        if row is None or (m.needs.gradients and row.get("projection", LEGACY_PROJECTION) != self.store.projection):
             return None
-        if m.uses_lambda and lam is not None and not np.isclose(lam, row["lambda"]):
+        if m.needs.lam and lam is not None and not np.isclose(lam, row["lambda"]):
             return None
         stored = self.results.stored_scores(m.name, S_key, split)
         if stored is None:
             return None
         s = np.asarray(stored[col], np.float64)
         return Attribution(m.name, s, blockwise_topk(lambda rows: s[None], 1, topk), row["lambda"],
-                           TimestepStrategy("uniform", int(S)) if m.uses_timesteps else None,
-                           self.store.projection if m.uses_gradients else None, stored=True)
+                           TimestepStrategy("uniform", int(S)) if m.needs.timesteps else None,
+                           self.store.projection if m.needs.gradients else None, stored=True)

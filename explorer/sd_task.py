@@ -13,7 +13,7 @@ import torch
 
 from . import CACHE
 from . import stable_diffusion as sd
-from .attribution.features import GENERATED_UID, UPLOAD_UID
+from .attribution.features import UPLOAD_UID, generated_uid
 from .attribution.timesteps import seeded_noise
 from .datasets import to_model_tensor
 from .datasets.captioned import load_captioned_folder
@@ -77,7 +77,7 @@ class StableDiffusionTask(TextToImageTask):
         """The pipeline's (with LoRA) latent for ``text`` from noise seeded with ``seed``, and its decoded image."""
         cond, empty = self.encode([text]), self.encode([""])
         z = sd.sample_latents(self.model, cond, empty, self.schedule, [seed], steps, guidance)
-        q = Query("generated", z[0], GENERATED_UID + seed, image=sd.decode_latents(self.vae, z)[0])
+        q = Query("generated", z[0], generated_uid(seed), image=sd.decode_latents(self.vae, z)[0])
         return self._captioned(q, text)
 
     def upload(self, img, caption: str = "") -> Query:

@@ -9,7 +9,7 @@ import os
 import torch
 
 from . import text2image as t2i
-from .attribution.features import GENERATED_UID, UPLOAD_UID
+from .attribution.features import UPLOAD_UID, generated_uid
 from .datasets import load_dataset, to_model_tensor
 from .lora import LoRAConfig, load_lora, lora_names
 from .paths import AssetPaths
@@ -20,6 +20,7 @@ GUIDANCE = 3.0  # classifier-free guidance of prompt images
 
 class TextToImageTask(Task):
     conditional = True
+    scaled_lambda = True
 
     def __init__(self, name: str, root: str | None = None, device: str = "cpu"):
         self.paths = AssetPaths(name, **({"root": root} if root else {}))
@@ -53,7 +54,7 @@ class TextToImageTask(Task):
     def prompt(self, text: str, seed: int, steps: int = 50, guidance: float = GUIDANCE) -> Query:
         """The LoRA model's image for ``text`` from noise seeded with ``seed`` (guided DDIM), as a query."""
         x = t2i.sample(self.model, self.text_encoder, self.tokenizer, [text], [seed], steps, guidance)[0]
-        return self._captioned(Query("generated", x, GENERATED_UID + seed), text)
+        return self._captioned(Query("generated", x, generated_uid(seed)), text)
 
     def generated(self, seed: int, steps: int = 50) -> Query:
         raise ValueError("a text-to-image model generates from a prompt: use its task's prompt(text, seed)")

@@ -13,7 +13,7 @@ from functools import cached_property
 import numpy as np
 import torch
 
-from .attribution.features import FRESH_UID, GENERATED_UID, UPLOAD_UID
+from .attribution.features import FRESH_UID, UPLOAD_UID, generated_uid
 from .files import read_json
 from .classifier import load_classifier
 from .datasets import Dataset, load_dataset, to_model_tensor
@@ -60,6 +60,7 @@ class Query:
 
 class Task:
     conditional = False  # a text-to-image task: its queries carry a caption, it generates from a prompt
+    scaled_lambda = False  # the untuned λ follows the training features' scale (LoRA gradients are tiny)
     param_names: list[str] | None = None  # attribution's gradients are taken w.r.t. these (None: all parameters)
     train_context: torch.Tensor | None = None  # (n, L, hidden) encoded training captions (text-to-image tasks)
     schedule: NoiseSchedule = DDPM  # the model's noise schedule (an adopted pipeline brings its own)
@@ -94,7 +95,7 @@ class Task:
 
     def generated(self, seed: int, steps: int = 50) -> Query:
         x, ts, x0 = ddim_sample(self.model, [seed], steps=steps, device=self.device, return_trajectory=True)
-        return Query("generated", x[0], GENERATED_UID + seed, trajectory=(ts, x0[:, 0]))
+        return Query("generated", x[0], generated_uid(seed), trajectory=(ts, x0[:, 0]))
 
     def upload(self, img) -> Query:
         return Query("upload", to_model_tensor(img, self.data.channels, self.data.resolution), UPLOAD_UID)

@@ -58,6 +58,9 @@ class TextToImageConfig:
     text_layers: int = 2
     text_heads: int = 2
     max_length: int = 16
+    # "text": the caption's attention-pooled context is added to the timestep embedding, so every ResNet block
+    # (not only the cross-attention at 8×8) knows what it is drawing; None: cross-attention alone
+    addition_embed_type: str | None = None
 
 
 @dataclass
@@ -112,7 +115,8 @@ def make_text_to_image(cfg: TextToImageConfig, tokenizer, seed: int = 0):
                                 block_out_channels=cfg.block_out_channels, down_block_types=cfg.down_block_types,
                                 up_block_types=cfg.up_block_types, layers_per_block=cfg.layers_per_block,
                                 attention_head_dim=cfg.attention_head_dim, norm_num_groups=cfg.norm_num_groups,
-                                cross_attention_dim=cfg.text_hidden)
+                                cross_attention_dim=cfg.text_hidden, addition_embed_type=cfg.addition_embed_type,
+                                addition_embed_type_num_heads=cfg.text_heads)
     return set_vmap_attention(unet), text_encoder
 
 

@@ -21,7 +21,8 @@ from collections import Counter
 
 from explorer.attribution.registry import DEFAULT_METHOD, get_method
 from explorer.attribution.timesteps import TimestepStrategy
-from explorer.engine import DEFAULT_S, Engine
+from explorer.attribution.timesteps import DEFAULT_S
+from explorer.engine import Engine
 from explorer.files import write_json
 from explorer.paths import AssetPaths
 
@@ -36,7 +37,7 @@ def run(dataset: str, pipeline: str, lora: str, data: str, lora_alpha: float | N
            "lora_alpha": lora_alpha}
     os.makedirs(paths.base, exist_ok=True)
     write_json(paths.info, {"dataset": dataset, "stable_diffusion": rec})
-    m, st = get_method(DEFAULT_METHOD), TimestepStrategy("uniform", DEFAULT_S)
+    m, st = get_method(DEFAULT_METHOD), TimestepStrategy.default()
     try:
         eng = Engine(dataset, root=root)
         estimate = eng.estimate_seconds(m, st)  # a timed gradient probe of this model

@@ -24,7 +24,8 @@ ANSWERED = (DEFAULT_METHOD, BASELINE_METHOD)
 
 
 def run(dataset: str, device: str = "cpu", cfg: EvalConfig | None = None) -> list[dict]:
-    from explorer.engine import DEFAULT_S as S, Engine
+    from explorer.attribution.timesteps import DEFAULT_S as S
+    from explorer.engine import Engine
     cfg = cfg or EvalConfig()
     paths = AssetPaths(dataset)
     os.makedirs(paths.eval, exist_ok=True)
@@ -35,15 +36,15 @@ def run(dataset: str, device: str = "cpu", cfg: EvalConfig | None = None) -> lis
     for name in ANSWERED:
         m = get_method(name)
         for split in SPLITS:
-            key = s_key(m.uses_timesteps, S)
+            key = s_key(m.needs.timesteps, S)
             row = res.answer_row(name, key, split)
             if row and row.get("projection") == eng.store.projection and res.stored_scores(name, key, split) is not None:
                 continue
             qs = [eng.benchmark_query(int(c)) for c in res.columns(split)]
             t0 = time.time()
-            lam = eng.default_lambda(m, S, split)
-            scores = eng.scores(qs, m, TimestepStrategy("uniform", S), lam)
-            row = {"method": name, "S": key, "split": split, "lambda": lam, "projection": eng.store.projection,
+            scorer = eng.score_fn(qs, m, TimestepStrategy("uniform", S))
+            scores = scorer()
+            row = {"method": name, "S": key, "split": split, "lambda": scorer.lam, "projection": eng.store.projection,
                    "seconds": time.time() - t0}
             res.save_answer(row, scores)
             rows.append(row)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from explorer.attribution.damping import LAMBDA_GRID
 from explorer.attribution.registry import COUNTERFACTUAL_METHODS, METHODS, S100_METHODS
 
 
@@ -17,7 +18,7 @@ class EvalConfig:
     n_gen: int = 100
     gt_t_every: int = 4  # ground truth at t = 0, 4, 8, ... (250 timesteps)
     gt_draws: int = 2  # noise draws per timestep
-    lambdas: tuple = (1e-3, 1e-2, 1e-1, 1, 10, 100, 1e3, 1e4)
+    lambdas: tuple = LAMBDA_GRID
     n_boot: int = 200
     cf_queries: int = 8
     cf_fraction: float = 0.2  # the paper's 1000 of 5000

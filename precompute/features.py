@@ -30,7 +30,7 @@ def run(dataset: str, methods: list[str] | None = None, device: str = "cpu", S: 
         method, strategy = get_method(name), TimestepStrategy("uniform", s)
         if eng.ready(method, strategy):
             continue
-        if engine != "local" and method.uses_gradients:
+        if engine != "local" and method.needs.gradients:
             for model_dir in eng.store.model_dirs(method.models):
                 jobs = [dict(dataset=dataset, model_dir=model_dir, output_fn=method.output_fn, S=s, shard=i,
                              device=device, cache_dir=eng.store.cache_dir)

@@ -57,13 +57,13 @@ def run_lds(dataset: str, device: str = "cpu", engine: str = "local", address: s
 
 def write_queries(dataset: str, path: str, cfg: EvalConfig, device: str) -> None:
     """Benchmark queries: n_val validation images (seeded choice) and n_gen DDIM-50 samples (seed j)."""
-    from explorer.attribution.features import GENERATED_UID
+    from explorer.attribution.features import generated_uid
     ds = open_dataset(AssetPaths(dataset))
     model = load_model(AssetPaths(dataset).model, device)
     val = np.sort(np.random.default_rng(0).choice(len(ds.val_idx), min(cfg.n_val, len(ds.val_idx)), replace=False))
     gen = ddim_sample(model, list(range(cfg.n_gen)), device=device)
     x = torch.cat([ds.val_x[torch.as_tensor(val)], gen]).numpy().astype(np.float32)
-    uid = np.concatenate([ds.val_idx[val], GENERATED_UID + np.arange(cfg.n_gen)]).astype(np.int64)
+    uid = np.concatenate([ds.val_idx[val], [generated_uid(s) for s in range(cfg.n_gen)]]).astype(np.int64)
     split = np.array([0] * len(val) + [1] * cfg.n_gen, dtype=np.int8)  # 0 validation, 1 generated
     save_npz(path, x=x, uid=uid, split=split, val_pos=val.astype(np.int64), gen_seed=np.arange(cfg.n_gen))
 
@@ -85,19 +85,19 @@ def score_lds(dataset: str, cfg: EvalConfig, device: str = "cpu", retrain_s: flo
         for split in SPLITS:
             cols = res.columns(split)
             m = get_method(name)
-            S_key = s_key(m.uses_timesteps, S)
-            projection = eng.store.projection if m.uses_gradients else None
+            S_key = s_key(m.needs.timesteps, S)
+            projection = eng.store.projection if m.needs.gradients else None
             row = res.row(name, S_key, split)
-            if (row and row.get("projection") == projection and not redo) or (m.generated_only and split != "generated"):
+            if (row and row.get("projection") == projection and not redo) or (m.needs.generated_only and split != "generated"):
                 continue
-            qs = [eng.benchmark_query(int(c), trajectory=m.generated_only) for c in cols]
+            qs = [eng.benchmark_query(int(c), trajectory=m.needs.generated_only) for c in cols]
             t0 = time.time()
             try:
                 fn = eng.score_fn(qs, m, TimestepStrategy("uniform", S))
             except CacheError as e:  # e.g. ensembles before the ensemble stage ran: say so and go on
                 print(f"skip {name} S={S}: {e}")
                 continue
-            r = evaluate(fn, masks, outputs[:, cols], list(cfg.lambdas) if m.uses_lambda else None, tune, report,
+            r = evaluate(fn, masks, outputs[:, cols], list(cfg.lambdas) if m.needs.lam else None, tune, report,
                          cfg.n_boot)
             scores = fn(r.lam)
             res.save_result({"method": name, "S": S_key, "split": split, "lds": r.mean, "ci": list(r.interval),

@@ -122,3 +122,13 @@ GENERATED_UID = 10_000_000  # + seed
 UPLOAD_UID = 20_000_000
 FRESH_UID = 30_000_000  # + dataset index: a training image queried with noise drawn afresh
 KNOWN_UID = 40_000_000  # + training position: a known-answer query (icons: the same icon drawn at 48×48)
+
+
+def generated_uid(seed: int) -> int:
+    """The uid of the image generated from ``seed`` (its noise stream)."""
+    return GENERATED_UID + int(seed)
+
+
+def seed_of(uid: int) -> int:
+    """The seed a generated image's uid came from (inverse of ``generated_uid``)."""
+    return int(uid) - GENERATED_UID

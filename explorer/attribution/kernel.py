@@ -146,6 +146,11 @@ class TopK:
     opponents: np.ndarray
     opponent_scores: np.ndarray
 
+    def row(self, j: int) -> "TopK":
+        """Query j's top-k alone (still (1, k) arrays)."""
+        return TopK(*(a[j:j + 1] for a in (self.proponents, self.proponent_scores, self.opponents,
+                                            self.opponent_scores)))
+
 
 def blockwise_topk(score_block: Callable[[slice], np.ndarray], m: int, k: int, block: int = 256) -> TopK:
     """Top-k proponents/opponents for m queries, computing scores one block of queries at a time:

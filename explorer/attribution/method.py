@@ -72,6 +72,27 @@ RULES: dict[str, tuple[Rule, bool]] = {  # name -> (rule, needs the kernel / λ)
 
 
 @dataclass(frozen=True)
+class Needs:
+    """What a method needs to answer a query, read by the engine, the page, precompute and the CLI:
+
+    gradients       model-gradient training features (built, cached, projected)
+    timesteps       a timestep strategy (S)
+    lam             a damping λ (tuned by LDS)
+    kernel          the engine's kernel (ΦᵀΦ + λI), eigendecomposed once per feature set
+    generated_only  a generated query with its sampling path (not an upload or a real image)
+    captions        can attribute a text-to-image model (its fit and query path pass each image's caption)
+    classifier      the shipped classifier (models of unlabelled folders have none)
+    """
+    gradients: bool = True
+    timesteps: bool = True
+    lam: bool = True
+    kernel: bool = True
+    generated_only: bool = False
+    captions: bool = True
+    classifier: bool = False
+
+
+@dataclass(frozen=True)
 class Method:
     """A gradient method: features of ``output_fn`` from the models in ``models`` (final | checkpoints
     | ensemble), scored by ``rule`` and averaged over the models."""
@@ -86,37 +107,9 @@ class Method:
     opponents: str = "Top opponents (negative scores: they made this output less likely)"
 
     @property
-    def uses_lambda(self) -> bool:
-        return RULES[self.rule][1]
-
-    @property
-    def uses_kernel(self) -> bool:
-        """True when ``score`` needs the engine's kernel of the training features (eigendecomposed once)."""
-        return self.uses_lambda
-
-    @property
-    def uses_timesteps(self) -> bool:
-        return True
-
-    @property
-    def uses_gradients(self) -> bool:
-        """True when the method needs model-gradient training features (built, cached, projected)."""
-        return True
-
-    @property
-    def generated_only(self) -> bool:
-        return False
-
-    @property
-    def handles_captions(self) -> bool:
-        """False when the method calls the model without a caption (its fit or its query path), so it cannot
-        attribute a text-to-image model yet."""
-        return True
-
-    @property
-    def needs_classifier(self) -> bool:
-        """True when the method reads the shipped classifier (models of unlabelled folders have none)."""
-        return False
+    def needs(self) -> Needs:
+        """What answering costs and requires; a rule-based method needs λ and the kernel when its rule does."""
+        return Needs(lam=RULES[self.rule][1], kernel=RULES[self.rule][1])
 
     def feature_key(self) -> tuple:
         """Methods with equal keys share training features and kernels."""

@@ -17,6 +17,8 @@ import torch
 from ..schedule import T
 
 STRATEGIES = ("uniform", "random", "cumulative", "list")
+ALLOWED_S = (1, 10, 100, 1000)  # the S a visitor may pick (the paper's grid)
+DEFAULT_S = 10  # the paper's default, and the S whose tuned λ stands in for an S not evaluated
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,17 @@ class TimestepStrategy:
                 raise ValueError(f"timestep list must be non-empty with 0 ≤ t < {T}, got {self.ts}")
         elif not 1 <= self.S <= T:
             raise ValueError(f"S must be in 1..{T}, got {self.S}")
+
+    @classmethod
+    def offered(cls, kind: str, S) -> "TimestepStrategy":
+        """A strategy a visitor picked; ValueError naming the choices when S is not one of ``ALLOWED_S``."""
+        if S is None or S == "" or float(S) not in ALLOWED_S:
+            raise ValueError(f"S must be {', '.join(map(str, ALLOWED_S[:-1]))} or {ALLOWED_S[-1]}.")
+        return cls(kind, int(float(S)))
+
+    @classmethod
+    def default(cls) -> "TimestepStrategy":
+        return cls("uniform", DEFAULT_S)
 
     @classmethod
     def single(cls, t: int) -> "TimestepStrategy":

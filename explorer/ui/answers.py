@@ -14,7 +14,7 @@ from ..attribution.projection import Projection
 from ..attribution.registry import METHODS, get_method
 from ..attribution.timesteps import T, TimestepStrategy
 from ..compare import class_mix, credit, group_shares, overlap_at_k, spearman
-from ..engine import TIMESTEP_PROJECTION, Attribution, Engine
+from ..engine import TIMESTEP_PROJECTION, Attribution, Engine, NotComputed, Refused, Request
 from ..evaluation.results import s_key
 from ..store import BUILDS, FEATURES
 from .session import LEFT, Problem, _png, answering, engine, still_showing, tile
@@ -43,9 +43,10 @@ def gallery(eng: Engine, idx, scores, stability=None, draws: int = 0) -> list:
 
 
 def _strategy(kind: str, S) -> TimestepStrategy:
-    if S is None or int(S) not in (1, 10, 100, 1000):
-        raise Problem("S must be 1, 10, 100 or 1000.")
-    return TimestepStrategy(kind, int(S))
+    try:
+        return TimestepStrategy.offered(kind, S)
+    except ValueError as e:
+        raise Problem(str(e)) from e
 
 
 def _lam(lam):
@@ -75,32 +76,27 @@ def _compute(dataset, source, seed, steps, bench_index, upload, invert, method, 
     """(engine, query, attribution) — or a Problem naming what is missing and what it would cost."""
     m = get_method(method)
     eng = engine(dataset, projection)
-    lam = _lam(lam) if m.uses_lambda else None
-    st = _strategy(strategy, S) if m.uses_timesteps else None
-    if m.generated_only and source != "generate" and not (
-            source == "benchmark" and eng.results.has_queries and eng.results.split_of(int(bench_index))[0] == "generated"):
-        raise Problem(f"{m.label} follows a generated image's sampling path: pick a generated image.")
-    if m.needs_classifier and eng.task.classifier is None:
-        raise Problem(f"{m.label} needs a classifier, and this model's images have no class labels.")
-    q = make_query(dataset, source, seed, steps, bench_index, upload, invert, trajectory=m.generated_only,
+    lam = _lam(lam) if m.needs.lam else None
+    st = _strategy(strategy, S) if m.needs.timesteps else None
+    q = make_query(dataset, source, seed, steps, bench_index, upload, invert, trajectory=m.needs.generated_only,
                    prompt=prompt)
-    res = None
-    if source == "benchmark" and strategy == "uniform":
-        res = eng.benchmark_attribution(int(bench_index), method, S, lam, int(k))
-    if res is None:
-        if not eng.ready(m, st):
-            raise NotReady(eng, m, st, q)
-        res = eng.attribute(q, m, st, lam, int(k), build=False)
+    try:
+        [res] = eng.answer(Request((q,), m, st, lam, int(k), int(bench_index) if source == "benchmark" else None,
+                                   build=False))
+    except Refused as e:
+        raise Problem(str(e)) from e
+    except NotComputed as e:
+        raise NotReady(eng, e, q) from e
     return eng, q, res
 
 
 class NotReady(Exception):
-    def __init__(self, eng: Engine, m, st: TimestepStrategy, query):
+    def __init__(self, eng: Engine, missing: NotComputed, query):
         self.engine, self.query = eng, query
-        secs = eng.estimate_seconds(m, st)
+        secs = missing.seconds
         when = f"about {secs / 60:.0f} min" if secs >= 90 else f"about {max(secs, 1):.0f} s"
-        super().__init__(f"{m.label} with {st.label} has not been computed for this model yet: {when} on this "
-                         f"machine, once — then it is ready for every visitor. Click **Compute it** to start.")
+        super().__init__(f"{missing}: {when} on this machine, once — then it is ready for every visitor. "
+                         f"Click **Compute it** to start.")
 
 
 ATTR_OUTPUTS = 10  # status, query image, text, proponents, opponents, histogram, class mix, shown, stability, build
@@ -133,7 +129,7 @@ def attribute(dataset, source, seed, steps, bench_index, upload, invert, method,
     top = res.top
     key = uuid.uuid4().hex
     answering(request, key)
-    checking = m.uses_gradients and not m.generated_only
+    checking = m.needs.gradients and not m.needs.generated_only
     return [gr.update(value="", visible=False), _png(q.shown, max(1, 128 // eng.data.resolution)),
             describe_query(dataset, q, source, bench_index) + "\n\n" + _settings_text(eng, res),
             gr.update(value=gallery(eng, top.proponents[0], top.proponent_scores[0]), label="Top proponents"),
@@ -177,7 +173,7 @@ def stability(dataset, source, seed, steps, bench_index, upload, invert, method,
     """Beside each proponent: in how many of ``draws`` fresh draws of the query's noise it stays in the top-k.
     A check that finishes after its page moved on (another query, model or setting) is dropped."""
     m = get_method(method)
-    if not shown or shown.get("dataset") != dataset or not m.uses_gradients or m.generated_only:
+    if not shown or shown.get("dataset") != dataset or not m.needs.gradients or m.needs.generated_only:
         return gr.skip(), ""
     eng = engine(dataset, projection)
     st = _strategy(strategy, S)
@@ -216,7 +212,7 @@ def compare(dataset, source, seed, steps, bench_index, upload, invert, method_a,
     for method in (method_a, method_b):
         try:
             runs.append(_compute(dataset, source, seed, steps, bench_index, upload, invert, method, strategy, S,
-                                 projection, lam if get_method(method).uses_lambda else None, k, prompt))
+                                 projection, lam if get_method(method).needs.lam else None, k, prompt))
         except NotReady as e:
             raise Problem(str(e).replace("Click **Compute it** to start.", "Compute it on the Attribute tab first."))
     (eng, q, a), (_, _, b) = runs
@@ -234,7 +230,7 @@ def compare(dataset, source, seed, steps, bench_index, upload, invert, method_a,
 def timestep_view(dataset, source, seed, steps, bench_index, upload, invert, method, t, k, prompt=""):
     """x_t, the model's x̂₀ and the top proponents when attributing at the single timestep t."""
     m = get_method(method)
-    if not m.uses_gradients or m.generated_only:
+    if not m.needs.gradients or m.needs.generated_only:
         raise Problem("Pick a gradient method such as D-TRAK or TRAK to walk the timesteps.")
     if t is None or not 0 <= int(t) < T:
         raise Problem(f"t must be between 0 and {T - 1}.")
@@ -286,7 +282,7 @@ def evaluation(dataset, method, S, bench_index):
         return gr.update(value=msg, visible=True), empty, empty, empty, "", *cf
     m = get_method(method)
     split, col = res.split_of(int(bench_index))
-    S_key = s_key(m.uses_timesteps, S)
+    S_key = s_key(m.needs.timesteps, S)
     row, pred = res.row(m.name, S_key, split), res.stored_pred(m.name, S_key, split)
     if row is None or pred is None:
         scatter = plots.message(f"{m.label} (S = {S}) was not evaluated on {split} images")
@@ -363,5 +359,5 @@ def pick_benchmark(evt: gr.SelectData):
 
 def method_info(method):
     m = get_method(method)
-    return (f"{m.description}\n\n$${m.formula}$$", gr.update(interactive=m.uses_lambda, value=None),
-            gr.update(interactive=m.uses_timesteps), gr.update(interactive=m.uses_timesteps))
+    return (f"{m.description}\n\n$${m.formula}$$", gr.update(interactive=m.needs.lam, value=None),
+            gr.update(interactive=m.needs.timesteps), gr.update(interactive=m.needs.timesteps))

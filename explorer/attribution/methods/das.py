@@ -20,12 +20,12 @@ error spreads over t rather than its size).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
-from ..method import Method
+from ..method import Method, Needs
 from ..timesteps import TimestepStrategy, noised_pairs
 
 
@@ -51,8 +51,8 @@ class ResidualWeightedMethod(Method):
     """The kernel score of ``output_fn`` features times each training image's residual size r_i."""
 
     @property
-    def handles_captions(self) -> bool:
-        return False
+    def needs(self) -> Needs:
+        return replace(super().needs, captions=False)
 
     def query_features(self, store, queries, strategy, noise_seed=None) -> list:
         """The query features, and with them the training images' r_i, per model (the score needs both)."""

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..method import Method
+from ..method import Method, Needs
 from ..timesteps import TimestepStrategy, noised_pairs
 
 # the first convolution's input (the noised image) needs no gradient; its output gradient is all we use
@@ -159,13 +159,9 @@ class EKFACMethod(Method):
     """Influence with an EK-FAC curvature: λ is the damping relative to each layer's mean eigenvalue."""
 
     @property
-    def handles_captions(self) -> bool:
-        return False
-    output_fn: str = "simple"
-
-    @property
-    def uses_kernel(self) -> bool:
-        return False
+    def needs(self) -> Needs:
+        """λ (the damping) but no kernel: the EK-FAC curvature preconditions each query gradient."""
+        return Needs(kernel=False, captions=False)
 
     def query_features(self, store, queries, strategy, noise_seed=None) -> list:
         """Per model: the queries' raw gradient blocks, the projector and the model's EK-FAC factors (the

@@ -1,9 +1,9 @@
 """Journey-TRAK (Georgiev et al., 2023): the query feature follows the query's own DDIM sampling path."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from ..method import Method
+from ..method import Method, Needs
 from .gradient import K
 
 JOURNEY = "Journey-TRAK"
@@ -14,12 +14,8 @@ class JourneyMethod(Method):
     """Journey-TRAK: the query feature follows the query's own DDIM sampling path."""
 
     @property
-    def handles_captions(self) -> bool:
-        return False
-
-    @property
-    def generated_only(self) -> bool:
-        return True
+    def needs(self) -> Needs:
+        return replace(super().needs, generated_only=True, captions=False)
 
     def query_features(self, store, queries, strategy, noise_seed=None):
         return [store.journey_gradients(m, self.output_fn, queries) for m in store.model_dirs(self.models)]

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ..kernel import Features
-from ..method import Method
+from ..method import Method, Needs
 from ..timesteps import noised_pairs
 
 
@@ -37,14 +37,20 @@ def posterior_weights(train: np.ndarray, xt: np.ndarray, abar: float) -> np.ndar
 
 
 @dataclass(frozen=True)
+class NoisedQueries:
+    """The queries noised at each of the method's timesteps: x_t (m, S, d) and ᾱ_t (S,)."""
+    xt: np.ndarray
+    abar: np.ndarray
+
+
+@dataclass(frozen=True)
 class DenoiserMethod(Method):
     """Posterior weights of the optimal denoiser, averaged over timesteps (no gradients, no λ)."""
-    rule: str = "dot"  # not used: ``score`` below is the method's own
     opponents: str = "Least weight under the optimal denoiser"
 
     @property
-    def uses_gradients(self) -> bool:
-        return False
+    def needs(self) -> Needs:
+        return Needs(gradients=False, lam=False, kernel=False)
 
     def feature_key(self) -> tuple:
         return ("pixel",)
@@ -52,21 +58,17 @@ class DenoiserMethod(Method):
     def train_features(self, store, strategy, progress=None, build: bool = True) -> list[Features]:
         return [store.representation("pixel", None)]
 
-    def query_features(self, store, queries, strategy, noise_seed=None) -> list[np.ndarray]:
-        """(m, S·d + S): each query noised at every timestep with the engine's seeded noise, then ᾱ_t."""
+    def query_features(self, store, queries, strategy, noise_seed=None) -> list[NoisedQueries]:
+        """Each query noised at every timestep with the engine's seeded noise (the gradient methods' ε)."""
         from ...schedule import DDPM
-        ts, abar = [int(t) for t in strategy.timesteps()], DDPM.abar
+        ts = [int(t) for t in strategy.timesteps()]
         xt, _, _ = noised_pairs(torch.stack([q.shown for q in queries]), [q.uid for q in queries], ts, store.seed)
-        flat = xt.reshape(len(queries), -1).numpy().astype(np.float64)
-        return [np.concatenate([flat, np.tile(abar[ts].numpy().astype(np.float64), (len(queries), 1))], 1)]
+        return [NoisedQueries(xt.reshape(len(queries), len(ts), -1).numpy().astype(np.float64),
+                              DDPM.abar[ts].numpy().astype(np.float64))]
 
-    def score(self, train: list[Features], query: list[np.ndarray], lam, kernels) -> np.ndarray:
-        y = train[0].dense()
-        d = y.shape[1]
-        q = query[0]
-        S = (q.shape[1]) // (d + 1)
-        xts, abars = q[:, :S * d].reshape(len(q), S, d), q[0, S * d:]
-        return np.mean([posterior_weights(y, xts[:, s], float(abars[s])) for s in range(S)], axis=0)
+    def score(self, train: list[Features], query: list[NoisedQueries], lam, kernels) -> np.ndarray:
+        y, q = train[0].dense(), query[0]
+        return np.mean([posterior_weights(y, q.xt[:, s], float(a)) for s, a in enumerate(q.abar)], axis=0)
 
 
 NDA = DenoiserMethod(

@@ -1,9 +1,9 @@
 """Gradient-free similarity baselines: raw pixels and the classifier's embedding, dot and cosine."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from ..method import Method
+from ..method import Method, Needs
 
 SIMILARITY = "Pixel / embedding similarity"
 
@@ -15,16 +15,8 @@ class SimilarityMethod(Method):
     opponents: str = "Least similar training images"
 
     @property
-    def uses_timesteps(self) -> bool:
-        return False
-
-    @property
-    def uses_gradients(self) -> bool:
-        return False
-
-    @property
-    def needs_classifier(self) -> bool:
-        return self.representation == "embedding"
+    def needs(self) -> Needs:
+        return replace(super().needs, gradients=False, timesteps=False, classifier=self.representation == "embedding")
 
     def feature_key(self) -> tuple:
         return (self.representation,)
