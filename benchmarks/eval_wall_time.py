@@ -5,14 +5,13 @@ Trains ``--workers`` LDS subset models (full recipe + ground truth, exactly the 
 side by side with that many worker processes, and adds the LDS scoring time recorded in the shipped
 ``lds.json``. The 64-model total is extrapolated from the measured wall time, not run end to end."""
 import argparse
-import json
 import os
 import tempfile
 import time
 
-import numpy as np
 
 from benchmarks.common import report
+from explorer.evaluation.results import EvalResults
 from explorer.paths import AssetPaths
 from precompute.eval_config import EvalConfig
 from precompute.retrain import train_job
@@ -24,17 +23,17 @@ def main():
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out")
     a = p.parse_args()
-    cfg, ev = EvalConfig(), AssetPaths("digits").eval
-    subsets = np.load(os.path.join(ev, "subsets.npy"))
+    cfg, res = EvalConfig(), EvalResults(AssetPaths("digits").eval)
+    subsets = res.subsets()
     with tempfile.TemporaryDirectory() as tmp:
         jobs = [dict(dataset="digits", indices=subsets[j].tolist(), out_dir=os.path.join(tmp, str(j)), seed=0,
-                     device="cpu", queries=os.path.join(ev, "queries.npz"), gt=(cfg.gt_t_every, cfg.gt_draws))
+                     device="cpu", queries=res.path("queries.npz"), gt=(cfg.gt_t_every, cfg.gt_draws))
                 for j in range(a.workers)]
         t = time.perf_counter()
         run_jobs(train_job, jobs, workers=a.workers)
         wall = time.perf_counter() - t
     retrain = wall * cfg.n_subsets / a.workers
-    scoring = sum(r["seconds"] for r in json.load(open(os.path.join(ev, "lds.json")))["rows"])
+    scoring = sum(r["seconds"] for r in res.lds()["rows"])
     report({"workers": a.workers, "measured_jobs": a.workers, "measured_wall_s": wall, "subsets": cfg.n_subsets,
             "retrain_and_ground_truth_s_extrapolated": retrain, "lds_scoring_s_recorded": scoring,
             "total_h": (retrain + scoring) / 3600}, a.out)

@@ -229,15 +229,18 @@ class Engine:
         return damping.FALLBACK_LAMBDA
 
     def benchmark_query(self, i: int, trajectory: bool = False) -> Query:
+        """Benchmark image i as a query (a text-to-image model's under its stored caption or prompt)."""
         q = self.results.queries
         split, _ = self.results.split_of(i)
         if split == "generated":
             seed = int(q["gen_seed"][self.results.split_of(i)[1]])
             if trajectory:
                 return self.task.generated(seed)
-            return Query("generated", torch.from_numpy(q["x"][i].astype(np.float32)), int(q["uid"][i]))
-        return Query("val", torch.from_numpy(q["x"][i].astype(np.float32)), int(q["uid"][i]),
-                     self.data.classes[int(self.data.val_labels[int(q["val_pos"][i])])])
+            query = Query("generated", torch.from_numpy(q["x"][i].astype(np.float32)), int(q["uid"][i]))
+        else:
+            query = Query("val", torch.from_numpy(q["x"][i].astype(np.float32)), int(q["uid"][i]),
+                          self.data.classes[int(self.data.val_labels[int(q["val_pos"][i])])])
+        return self.task.captioned(query, str(q["caption"][i])) if "caption" in q else query
 
     def benchmark_attribution(self, i: int, method: str, S: int, lam: float | None = None, topk: int = 8
                               ) -> Attribution | None:

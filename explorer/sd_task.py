@@ -78,7 +78,7 @@ class StableDiffusionTask(TextToImageTask):
         cond, empty = self.encode([text]), self.encode([""])
         z = sd.sample_latents(self.model, cond, empty, self.schedule, [seed], steps, guidance)
         q = Query("generated", z[0], generated_uid(seed), image=sd.decode_latents(self.vae, z)[0])
-        return self._captioned(q, text)
+        return self.captioned(q, text)
 
     def upload(self, img, caption: str = "") -> Query:
         x = to_model_tensor(img, 3, self.data.resolution)
@@ -89,7 +89,7 @@ class StableDiffusionTask(TextToImageTask):
 
     def from_image(self, q: Query, x: torch.Tensor, caption: str) -> Query:
         q.x, q.image = sd.encode_images(self.vae, x[None])[0], x
-        return self._captioned(q, caption)
+        return self.captioned(q, caption)
 
     def noised_view(self, query: Query, t: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """(x_t, x̂₀) decoded: the query's latent noised at t with its own seeded noise, and the LoRA model's

@@ -28,8 +28,9 @@ class TextToImageTask(Task):
         self.info = read_info(self.paths)
         self.data = load_dataset(self.info.get("dataset", name))
         unet, self.text_encoder, self.tokenizer = t2i.load_pipeline(os.path.join(self.paths.base, "base"))
-        load_lora(unet, os.path.join(self.paths.base, "lora"), LoRAConfig(**{
-            k: tuple(v) if k == "targets" else v for k, v in self.info["lora"]["lora"].items()}))
+        self.lora_config = LoRAConfig(**{k: tuple(v) if k == "targets" else v
+                                         for k, v in self.info["lora"]["lora"].items()})
+        load_lora(unet, os.path.join(self.paths.base, "lora"), self.lora_config)
         self.model = unet.to(device).eval()
         self.param_names = lora_names(unet)
         self.classifier = None
@@ -46,23 +47,24 @@ class TextToImageTask(Task):
 
     def train_query(self, i: int, fresh: bool = False) -> Query:
         q = super().train_query(i, fresh)
-        return self._captioned(q, self.captions[int(self.data.train_idx[i])])
+        return self.captioned(q, self.captions[int(self.data.train_idx[i])])
 
     def val_query(self, j: int) -> Query:
-        return self._captioned(super().val_query(j), self.captions[int(self.data.val_idx[j])])
+        return self.captioned(super().val_query(j), self.captions[int(self.data.val_idx[j])])
 
     def prompt(self, text: str, seed: int, steps: int = 50, guidance: float = GUIDANCE) -> Query:
         """The LoRA model's image for ``text`` from noise seeded with ``seed`` (guided DDIM), as a query."""
         x = t2i.sample(self.model, self.text_encoder, self.tokenizer, [text], [seed], steps, guidance)[0]
-        return self._captioned(Query("generated", x, generated_uid(seed)), text)
+        return self.captioned(Query("generated", x, generated_uid(seed)), text)
 
     def generated(self, seed: int, steps: int = 50) -> Query:
         raise ValueError("a text-to-image model generates from a prompt: use its task's prompt(text, seed)")
 
     def upload(self, img, caption: str = "") -> Query:
         """An uploaded image read under ``caption`` (the empty caption: the unconditional model)."""
-        return self._captioned(Query("upload", to_model_tensor(img, 3, self.data.resolution), UPLOAD_UID), caption)
+        return self.captioned(Query("upload", to_model_tensor(img, 3, self.data.resolution), UPLOAD_UID), caption)
 
-    def _captioned(self, q: Query, caption: str) -> Query:
+    def captioned(self, q: Query, caption: str) -> Query:
+        """The query read under ``caption`` (its encoded context attached)."""
         q.caption, q.context = caption, self.encode([caption])[0]
         return q

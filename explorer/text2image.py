@@ -265,11 +265,14 @@ def sample(unet, text_encoder, tokenizer, prompts: list[str], seeds: list[int], 
     return x.clamp(-1, 1)
 
 
-def save_pipeline(unet, text_encoder, tokenizer, folder: str, extra: dict | None = None) -> None:
-    """``unet/``, ``text_encoder/``, ``tokenizer/``, ``scheduler/`` written to a temporary folder, then renamed."""
+def save_pipeline(unet, text_encoder, tokenizer, folder: str, unet_dtype: torch.dtype = torch.float32) -> None:
+    """``unet/``, ``text_encoder/``, ``tokenizer/``, ``scheduler/`` written to a temporary folder, then renamed.
+    ``unet_dtype=torch.float16`` stores the UNet at half size (a shipped file stays under 10 MiB); the model in
+    memory is rounded the same way, so it equals what ``load_pipeline`` reads back (in float32)."""
     tmp = folder.rstrip("/") + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    unet.save_pretrained(os.path.join(tmp, "unet"), safe_serialization=True)
+    unet.to(unet_dtype).save_pretrained(os.path.join(tmp, "unet"), safe_serialization=True)
+    unet.to(torch.float32)
     text_encoder.save_pretrained(os.path.join(tmp, "text_encoder"), safe_serialization=True)
     tokenizer.save_pretrained(os.path.join(tmp, "tokenizer"))
     DDPM.scheduler().save_pretrained(os.path.join(tmp, "scheduler"))
@@ -283,7 +286,8 @@ def load_pipeline(folder: str):
     if not os.path.isfile(os.path.join(folder, "unet", "config.json")):
         raise CheckpointError(f"no text-to-image model at {folder!r}. Train it with "
                               f"`python -m precompute base --dataset emoji`.")
-    unet = UNet2DConditionModel.from_pretrained(os.path.join(folder, "unet"), local_files_only=True)
+    unet = UNet2DConditionModel.from_pretrained(os.path.join(folder, "unet"), local_files_only=True,
+                                                torch_dtype=torch.float32)
     text_encoder = CLIPTextModel.from_pretrained(os.path.join(folder, "text_encoder"), local_files_only=True)
     tokenizer = PreTrainedTokenizerFast.from_pretrained(os.path.join(folder, "tokenizer"), local_files_only=True)
     return set_vmap_attention(unet).eval(), text_encoder.eval(), tokenizer

@@ -4,9 +4,10 @@ lesson, all.
 ``answers`` stores the benchmark queries and the default methods' scores a model opens on before its LDS.
 
 The emoji text-to-image setting has its own stages: ``data`` (the drawings from the npm packages) and
-``base`` (the base text-to-image model), ``lora`` (its LoRA fine-tune on two artists; both resumable) and
-``known`` (the known-answer tables of its attribution):
-``python -m precompute all --dataset emoji``.
+``base`` (the base text-to-image model), ``lora`` (its LoRA fine-tune on two artists; both resumable),
+``known`` (the known-answer tables of its attribution), ``lds`` (64 LoRAs retrained on halves of the LoRA's
+training drawings) and ``counterfactual`` (16 LoRAs retrained without top proponents; both resumable per LoRA,
+``precompute/emoji_eval.py``): ``python -m precompute all --dataset emoji``.
 
 ``ensemble`` trains only the 50 % subset models the ensemble methods need (``lds`` trains them too).
 Your own images: ``python -m precompute all --dataset NAME --data FOLDER`` trains the model (and a
@@ -47,7 +48,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.stage in ("data", "base", "lora", "known") and args.dataset != "emoji":
         p.error(f"the {args.stage} stage builds the emoji text-to-image setting: use --dataset emoji")
-    everything = ["train", "features"] if args.data else ["data", "base", "lora", "known"] if args.dataset == "emoji" else ["train", "ensemble", "features", "lds", "counterfactual", "lesson"]
+    everything = ["train", "features"] if args.data else ["data", "base", "lora", "known", "lds", "counterfactual"] if args.dataset == "emoji" else ["train", "ensemble", "features", "lds", "counterfactual", "lesson"]
     stages = everything if args.stage == "all" else [args.stage]
     used = {"subsets": {"lds"}, "until": {"lds"}, "method": {"features"}, "address": {"features", "ensemble", "lds", "counterfactual"},
             "data": {"train", "adopt"}, "resolution": {"train"}, "channels": {"train"}, "model": {"train"},
@@ -99,6 +100,9 @@ def run_stages(args, stages: list[str], cfg) -> None:
         elif stage == "lesson":
             from . import lesson
             lesson.run(args.dataset, device=args.device)
+        elif stage in ("lds", "counterfactual") and args.dataset == "emoji":
+            from . import emoji_eval
+            emoji_eval.run_lds(until=args.until) if stage == "lds" else emoji_eval.run_counterfactual()
         else:
             from . import counterfactual, ensemble, lds
             kw = {"until": args.until} if stage == "lds" else {}

@@ -9,12 +9,11 @@ scores of the page's default methods at uniform S = 10 with the default λ, file
 """
 from __future__ import annotations
 
-import os
 import time
 
 from explorer.attribution.registry import BASELINE_METHOD, DEFAULT_METHOD, get_method
 from explorer.attribution.timesteps import TimestepStrategy
-from explorer.evaluation.results import SPLITS, s_key
+from explorer.evaluation.results import SPLITS, EvalResults, s_key
 from explorer.paths import AssetPaths
 
 from .eval_config import EvalConfig
@@ -27,10 +26,9 @@ def run(dataset: str, device: str = "cpu", cfg: EvalConfig | None = None) -> lis
     from explorer.attribution.timesteps import DEFAULT_S as S
     from explorer.engine import Engine
     cfg = cfg or EvalConfig()
-    paths = AssetPaths(dataset)
-    os.makedirs(paths.eval, exist_ok=True)
-    if not os.path.exists(os.path.join(paths.eval, "queries.npz")):
-        write_queries(dataset, os.path.join(paths.eval, "queries.npz"), cfg, device)
+    stored = EvalResults(AssetPaths(dataset).eval)
+    if not stored.has_queries:
+        write_queries(dataset, stored, cfg, device)
     eng = Engine(dataset, device=device)
     res, rows = eng.results, []
     for name in ANSWERED:

@@ -12,7 +12,6 @@ import torch
 from explorer.attribution.timesteps import TimestepStrategy
 from explorer.evaluation import counterfactual as cf
 from explorer.evaluation.results import EvalResults
-from explorer.files import save_npz, write_json
 from explorer.models import ddim_sample, load_model
 from explorer.paths import AssetPaths
 from explorer.task import open_dataset
@@ -30,11 +29,10 @@ def run_counterfactual(dataset: str, device: str = "cpu", engine: str = "local",
     from explorer.engine import Engine
     cfg = cfg or EvalConfig()
     paths, runs = AssetPaths(dataset), runs_dir(dataset)
-    os.makedirs(paths.eval, exist_ok=True)
+    results = EvalResults(paths.eval)
     ds = open_dataset(AssetPaths(dataset))
     n, k = len(ds.train_idx), int(round(cfg.cf_fraction * len(ds.train_idx)))
-    removed_path = os.path.join(paths.eval, "counterfactual_removed.npz")
-    removed = dict(np.load(removed_path, allow_pickle=False)) if os.path.exists(removed_path) else {}
+    removed = results.removed()
     missing = [m for m in cfg.cf_methods if m not in removed]
     if missing or not removed:
         eng = Engine(dataset, device=device)
@@ -44,9 +42,9 @@ def run_counterfactual(dataset: str, device: str = "cpu", engine: str = "local",
         for name in missing:
             removed[name] = cf.top_proponents(eng.scores(qs, name, TimestepStrategy("uniform", cfg.cf_S)), k)
         removed.setdefault("random", cf.random_removal(n, k, len(removed["seeds"]), cfg.cf_seed))
-        save_npz(removed_path, **removed)
+        results.save_removed(removed)
     seeds, methods = removed["seeds"], ("random", *cfg.cf_methods)
-    prev = EvalResults(paths.eval).counterfactual()
+    prev = results.counterfactual()
     if prev is not None and prev[0]["seeds"] != seeds.tolist():
         prev = None  # other queries: everything is measured again
     todo = [m for m in methods if prev is None or m not in prev[0]["methods"]]
@@ -74,6 +72,5 @@ def run_counterfactual(dataset: str, device: str = "cpu", engine: str = "local",
                              "cosine_median": float(np.median(cos)), "l2_mean": float(l2.mean()),
                              "cosine_mean": float(cos.mean())}
         print(f"counterfactual {m:7s} median L2 {np.median(l2):.3f}  median cosine {np.median(cos):.3f}")
-    save_npz(os.path.join(paths.eval, "counterfactual_images.npz"), **images)
-    write_json(os.path.join(paths.eval, "counterfactual.json"), out)
+    results.save_counterfactual(out, images)
     return out

@@ -105,7 +105,7 @@ def run_base(threads: int | None = None) -> dict:
                                   check=legibility_probe(unet, text_encoder, tokenizer, x, captions,
                                                          state.replace(".pt", "")))
     losses, seconds = log.losses, log.seconds
-    t2i.save_pipeline(unet, text_encoder, tokenizer, folder)
+    t2i.save_pipeline(unet, text_encoder, tokenizer, folder, unet_dtype=torch.float16)
     t1 = time.time()
     samples = t2i.sample(unet, text_encoder, tokenizer, SHOW, list(range(len(SHOW))))
     sample_s = (time.time() - t1) / len(SHOW)
@@ -143,13 +143,15 @@ def legibility_probe(unet, text_encoder, tokenizer, x: torch.Tensor, captions: l
     return check
 
 
-def _train_lora(train_positions, cfg: t2i.T2ITrainConfig, state_name: str | None, progress: bool = True):
-    """A LoRA on the base model, trained on the emoji training images at ``train_positions`` (positions in
-    the training split); returns (unet with the adapters, text encoder, tokenizer, training log)."""
-    paths = AssetPaths("emoji")
+def _train_lora(train_positions, cfg: t2i.T2ITrainConfig, state_name: str | None, progress: bool = True,
+                paths: AssetPaths | None = None, lora: lora_lib.LoRAConfig = LORA):
+    """A LoRA on the base model (under ``paths``, default the shipped ``emoji``), trained on the emoji training
+    images at ``train_positions`` (positions in the training split); ``state_name``: a file under ``STATE`` (or a
+    path) that makes the run resumable. Returns (unet with the adapters, text encoder, tokenizer, training log)."""
+    paths = paths or AssetPaths("emoji")
     unet, text_encoder, tokenizer = t2i.load_pipeline(os.path.join(paths.base, "base"))
     text_encoder.requires_grad_(False)
-    params = lora_lib.add_lora(unet, LORA, seed=cfg.seed)
+    params = lora_lib.add_lora(unet, lora, seed=cfg.seed)
     ds = emoji.load_emoji()
     pos = torch.as_tensor(train_positions)
     captions = [ds.meta["caption"][int(ds.train_idx[int(p)])] for p in pos]
@@ -236,7 +238,7 @@ def run_known(n_prompts: int | None = None, steps: int = 50, dataset: str = "emo
     train_concept = np.array([concept[ds.meta["name"][int(i)]] for i in ds.train_idx])
     a = emoji.read_arrays()
     noto = [(k, r) for k, r in enumerate(a.meta["noto"]) if r["name"] in concept][:n_uploads]
-    uploads = [task._captioned(Query("upload", emoji.to_tensor(a.noto[k:k + 1])[0], UPLOAD_UID + k), r["name"])
+    uploads = [task.captioned(Query("upload", emoji.to_tensor(a.noto[k:k + 1])[0], UPLOAD_UID + k), r["name"])
                for k, r in noto]
     for m, s in scores.items():
         ranks = target_ranks(s, pick)
@@ -257,5 +259,5 @@ def run_known(n_prompts: int | None = None, steps: int = 50, dataset: str = "emo
                         "cross_artist_queries": len(noto)})
         out["methods"][m] = row
         print(f"{m}: name match top-1 {row['name_top1']:.1%} top-5 {row['name_top5']:.1%}; style credit {style_credit}")
-    write_json(os.path.join(AssetPaths(dataset, **({"root": root} if root else {})).eval, "known.json"), out)
+    engine.results.save_known(out)
     return out

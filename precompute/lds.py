@@ -12,8 +12,8 @@ import torch
 from explorer.attribution.registry import get_method
 from explorer.attribution.timesteps import TimestepStrategy
 from explorer.evaluation.lds import evaluate, make_subsets, masks_from_subsets, predictions
-from explorer.evaluation.results import SPLITS, s_key
-from explorer.files import CacheError, load_npy, save_npy, save_npz, write_json
+from explorer.evaluation.results import SPLITS, EvalResults, s_key
+from explorer.files import CacheError
 from explorer.models import ddim_sample, load_model
 from explorer.paths import AssetPaths
 from explorer.task import open_dataset
@@ -27,27 +27,24 @@ from .retrain import train_job
 def run_lds(dataset: str, device: str = "cpu", engine: str = "local", address: str | None = None,
             until: str | None = None, cfg: EvalConfig | None = None) -> dict:
     cfg = cfg or EvalConfig()
-    paths = AssetPaths(dataset)
-    os.makedirs(paths.eval, exist_ok=True)
+    res = EvalResults(AssetPaths(dataset).eval)
     ds = open_dataset(AssetPaths(dataset))
     n = len(ds.train_idx)
     t0 = time.time()
 
-    subsets_path = os.path.join(paths.eval, "subsets.npy")
-    if not os.path.exists(subsets_path):
-        save_npy(subsets_path, make_subsets(n, cfg.n_subsets, cfg.alpha, cfg.subset_seed))
-    subsets = load_npy(subsets_path, mmap=False)
+    if not res.has_subsets:
+        res.save_subsets(make_subsets(n, cfg.n_subsets, cfg.alpha, cfg.subset_seed))
+    subsets = res.subsets()
     if len(subsets) != cfg.n_subsets:
-        raise SystemExit(f"{subsets_path} holds {len(subsets)} subsets but {cfg.n_subsets} were asked for; "
-                         f"delete the eval folder's subsets.npy and outputs.npy to start a new protocol")
-    queries_path = os.path.join(paths.eval, "queries.npz")
-    if not os.path.exists(queries_path):
-        write_queries(dataset, queries_path, cfg, device)
+        raise SystemExit(f"{res.path('subsets.npy')} holds {len(subsets)} subsets but {cfg.n_subsets} were asked "
+                         f"for; delete the eval folder's subsets.npy and outputs.npy to start a new protocol")
+    if not res.has_queries:
+        write_queries(dataset, res, cfg, device)
 
-    jobs = subset_jobs(dataset, subsets, cfg, device, queries=queries_path, gt=(cfg.gt_t_every, cfg.gt_draws))
+    jobs = subset_jobs(dataset, subsets, cfg, device, queries=res.path("queries.npz"),
+                       gt=(cfg.gt_t_every, cfg.gt_draws))
     run_jobs(train_job, jobs, engine, address, desc="subset models")
-    outputs = np.stack([np.load(os.path.join(j["out_dir"], "outputs.npy")) for j in jobs])
-    save_npy(os.path.join(paths.eval, "outputs.npy"), outputs)
+    res.save_outputs(np.stack([np.load(os.path.join(j["out_dir"], "outputs.npy")) for j in jobs]))
     keep_ensemble(dataset, [j["out_dir"] for j in jobs[:cfg.ensemble_models]])
     retrain_s = time.time() - t0
     if until == "retrain":
@@ -55,7 +52,7 @@ def run_lds(dataset: str, device: str = "cpu", engine: str = "local", address: s
     return score_lds(dataset, cfg, device, retrain_s)
 
 
-def write_queries(dataset: str, path: str, cfg: EvalConfig, device: str) -> None:
+def write_queries(dataset: str, res: EvalResults, cfg: EvalConfig, device: str) -> None:
     """Benchmark queries: n_val validation images (seeded choice) and n_gen DDIM-50 samples (seed j)."""
     from explorer.attribution.features import generated_uid
     ds = open_dataset(AssetPaths(dataset))
@@ -65,7 +62,7 @@ def write_queries(dataset: str, path: str, cfg: EvalConfig, device: str) -> None
     x = torch.cat([ds.val_x[torch.as_tensor(val)], gen]).numpy().astype(np.float32)
     uid = np.concatenate([ds.val_idx[val], [generated_uid(s) for s in range(cfg.n_gen)]]).astype(np.int64)
     split = np.array([0] * len(val) + [1] * cfg.n_gen, dtype=np.int8)  # 0 validation, 1 generated
-    save_npz(path, x=x, uid=uid, split=split, val_pos=val.astype(np.int64), gen_seed=np.arange(cfg.n_gen))
+    res.save_queries(x=x, uid=uid, split=split, val_pos=val.astype(np.int64), gen_seed=np.arange(cfg.n_gen))
 
 
 def score_lds(dataset: str, cfg: EvalConfig, device: str = "cpu", retrain_s: float = 0.0,
@@ -107,5 +104,5 @@ def score_lds(dataset: str, cfg: EvalConfig, device: str = "cpu", retrain_s: flo
             print(f"LDS {name:16s} S={S_key} {split:10s} {100 * r.mean:6.2f} "
                   f"[{100 * r.interval[0]:.2f}, {100 * r.interval[1]:.2f}] λ={r.lam}")
     results["retrain_seconds"] = retrain_s or results.get("retrain_seconds", 0)
-    write_json(res.path("lds.json"), results)
+    res.save_lds(results)
     return results

@@ -23,7 +23,6 @@ import numpy as np
 
 from explorer.attribution.features import KNOWN_UID
 from explorer.attribution.timesteps import TimestepStrategy
-from explorer.files import write_json
 from explorer.engine import TIMESTEP_PROJECTION, Engine
 from explorer.lesson import DUPLICATE_METHODS, KNOWN_METHODS, LESSON
 from explorer.attribution.projection import Projection
@@ -88,5 +87,5 @@ def run(dataset: str, device: str = "cpu") -> dict:
     p = Projection.parse(TIMESTEP_PROJECTION)
     if (w := walk(Engine(dataset, p.kind, p.k, device=device), LESSON.k)) is not None:
         out["walk"] = w
-    write_json(base.results.path("lesson.json"), out)
+    base.results.save_lesson(out)
     return out

@@ -63,7 +63,7 @@ def tiny_emoji_root(tmp_path_factory):
 def _tiny_t2i():
     from explorer import text2image as t2i
     return t2i.TextToImageConfig(block_out_channels=(8, 16, 16), norm_num_groups=4, attention_head_dim=2,
-                                 text_hidden=16, text_layers=1, text_heads=2)
+                                 text_hidden=16, text_layers=1, text_heads=2, addition_embed_type="text")
 
 
 TINY_T2I = _tiny_t2i()

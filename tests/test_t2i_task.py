@@ -38,7 +38,7 @@ def test_the_task_attributes_the_lora_parameters_under_each_caption(engine):
     firsts = [int(engine.attribute(task.train_query(i), "dtrak", ST, lam).top.proponents[0][0]) for i in (0, 7, 101)]
     assert firsts == [0, 7, 101]  # a training image under its own caption and noise finds itself first
     q = task.train_query(7)
-    renamed = task._captioned(task.train_query(7), "red apple, openmoji")
+    renamed = task.captioned(task.train_query(7), "red apple, openmoji")
     a, b = engine.attribute(q, "dtrak", ST, lam).scores, engine.attribute(renamed, "dtrak", ST, lam).scores
     assert not np.allclose(a, b)  # the caption is part of the query
 
@@ -70,3 +70,68 @@ def test_the_known_answer_stage_reports_every_method_and_the_baselines(engine, t
         assert all(0 <= v <= 1 for v in [*row["style_credit"].values(), *row["style_top10"].values()])
     assert out["methods"]["dtrak"]["cross_artist_queries"] == 6  # LoRA concepts' Noto drawings, as uploads
     assert os.path.exists(os.path.join(root, "emoji", "eval", "known.json"))
+
+
+def test_the_lora_lds_stage_retrains_halves_measures_the_truth_and_resumes(tiny_emoji_root, tmp_path):
+    """LDS for the LoRA: retrained LoRAs on halves (base fixed), ground truth = each LoRA's L_Simple of each
+    query under its caption, checked against a loop written out here; a second run retrains nothing."""
+    import torch
+
+    from explorer import lora, text2image as t2i
+    from explorer.attribution.timesteps import seeded_noise
+    from explorer.schedule import DDPM
+    from precompute.emoji_eval import EMOJI_EVAL, run_lds
+    import shutil
+    from dataclasses import replace
+
+    from explorer.engine import Engine
+    root = str(tmp_path / "assets")  # a copy: the eval files written here must not reach the other tests' model
+    shutil.copytree(tiny_emoji_root / "emoji", tmp_path / "assets" / "emoji", ignore=shutil.ignore_patterns("cache", "eval"))
+    cfg = replace(EMOJI_EVAL, n_subsets=4, n_val=3, n_gen=2, gt_t_every=250, n_boot=10,
+                  plan=[("dtrak", 2), ("pixel-cos", 2)])
+    kw = dict(root=root, cache_dir=str(tmp_path), lora={"rank": 2, "alpha": 2},
+              train={"epochs": 1, "batch_size": 64, "lr": 1e-2})
+    out = run_lds(cfg, **kw)
+    engine = Engine("emoji", root=root, cache_dir=str(tmp_path))
+    res = engine.results
+    n = len(engine.data.train_idx)
+    assert res.subsets().shape == (4, round(n / 2))
+    y = res.outputs()
+    assert y.shape == (4, 5) and np.isfinite(y).all()
+    assert len({tuple(r.round(6)) for r in y}) == 4  # each half trains another LoRA
+    rows = {(r["method"], r["split"]): r for r in out["rows"]}
+    assert set(rows) == {(m, s) for m in ("dtrak", "pixel-cos") for s in ("validation", "generated")}
+    assert all(-1 <= r["lds"] <= 1 for r in rows.values())
+    assert rows["dtrak", "validation"]["lambda"] in cfg.lambdas and rows["pixel-cos", "validation"]["lambda"] is None
+    # the truth of subset 1, query 4 (a prompt), written out: mean over t of (1/d)‖ε − ε_θ(x_t, t, c)‖²
+    job = os.path.join(root, "emoji", "runs", "lds", "subset_001")
+    unet, te, tok = t2i.load_pipeline(os.path.join(root, "emoji", "base"))
+    lora.load_lora(unet, os.path.join(job, "lora"), lora.LoRAConfig(rank=2, alpha=2))
+    q = res.queries
+    assert str(q["caption"][4]) == engine.benchmark_query(4).caption
+    x = torch.from_numpy(q["x"][4:5].astype(np.float32))
+    ctx = t2i.encode(te, t2i.tokenize(tok, [str(q["caption"][4])]))
+    losses = []
+    with torch.no_grad():
+        for t in range(0, 1000, 250):
+            eps = seeded_noise([int(q["uid"][4])], [t], (3, 32, 32), seed=100)[:, 0]
+            tt = torch.tensor([t])
+            losses.append(((unet(DDPM.add_noise(x, eps, tt), tt, ctx).sample - eps) ** 2).mean().item())
+    assert abs(np.mean(losses) - y[1, 4]) < 1e-5 * max(1.0, abs(y[1, 4]))
+    # resumable: a second run finds every LoRA done and retrains none
+    stamp = os.path.getmtime(os.path.join(job, "done.json"))
+    again = run_lds(cfg, until="retrain", **kw)
+    assert os.path.getmtime(os.path.join(job, "done.json")) == stamp and again["wall_seconds"] < 30
+    # the counterfactual: D-TRAK's top 20 % of one prompt removed, the LoRA retrained, the prompt redrawn
+    from precompute.emoji_eval import run_counterfactual
+    cf = run_counterfactual(replace(cfg, cf_queries=1, cf_methods=("dtrak",), cf_S=2), **kw)
+    assert set(cf["methods"]) == {"random", "dtrak"} and cf["k"] == round(0.2 * n)
+    removed = res.removed()
+    q = engine.benchmark_query(int(removed["queries"][0]))
+    assert q.kind == "generated" and q.caption == cf["prompts"][0]
+    expect = np.argsort(-engine.scores([q], "dtrak", TimestepStrategy("uniform", 2))[0], kind="stable")[:cf["k"]]
+    assert set(removed["dtrak"][0].tolist()) == set(expect.tolist())
+    for m in ("random", "dtrak"):
+        assert cf["methods"][m]["l2"][0] > 0 and -1 <= cf["methods"][m]["cosine"][0] < 1  # retrained: it moved
+    stored, images = res.counterfactual()
+    assert stored == cf and images["dtrak"].shape == images["original"].shape == (1, 3, 32, 32)

@@ -1,12 +1,14 @@
 """The text-to-image model of the emoji setting on a tiny config: tokenizer, resumable training, guided
 DDIM sampling and the pipeline folder round trip."""
+import os
+
 import torch
 
 from explorer import text2image as t2i
 
 CAPTIONS = ["red apple", "green apple, twemoji", "hot dog", "t-rex, openmoji", "dog face"]
 TINY = t2i.TextToImageConfig(sample_size=8, block_out_channels=(8, 16, 16), norm_num_groups=4, attention_head_dim=2,
-                             text_hidden=16, text_layers=1, text_heads=2, max_length=8)
+                             text_hidden=16, text_layers=1, text_heads=2, max_length=8, addition_embed_type="text")
 
 
 def _setup(seed=0):
@@ -69,6 +71,15 @@ def test_sampling_is_seeded_guided_and_survives_the_pipeline_folder(tmp_path):
     unet2, te2, tok2 = t2i.load_pipeline(str(tmp_path / "pipe"))
     assert tok2.get_vocab() == tok.get_vocab()
     torch.testing.assert_close(t2i.sample(unet2, te2, tok2, ["red apple", "hot dog"], [0, 1], steps=5), a)
+    # stored at half size (the shipped base): the model in memory is rounded alike and reads back in float32
+    t2i.save_pipeline(unet, te, tok, str(tmp_path / "half"), unet_dtype=torch.float16)
+    assert os.path.getsize(tmp_path / "half" / "unet" / "diffusion_pytorch_model.safetensors") < 0.6 * os.path.getsize(
+        tmp_path / "pipe" / "unet" / "diffusion_pytorch_model.safetensors")
+    unet3, _, _ = t2i.load_pipeline(str(tmp_path / "half"))
+    assert next(unet.parameters()).dtype == next(unet3.parameters()).dtype == torch.float32
+    for (k, p), q in zip(unet.state_dict().items(), unet3.state_dict().values()):
+        assert torch.equal(p, q), k
+    assert not all(torch.equal(p, q) for p, q in zip(unet.state_dict().values(), unet2.state_dict().values()))
 
 
 def test_a_missing_pipeline_names_the_command(tmp_path):

@@ -89,9 +89,10 @@ def evaluate(score_fn: Callable[[float | None], np.ndarray], masks: np.ndarray, 
 
 
 def measured_outputs(model: torch.nn.Module, x: torch.Tensor, eps: torch.Tensor, ts: torch.Tensor,
-                     device: str = "cpu", batch: int = 4096) -> np.ndarray:
-    """y(q) = mean over (t, noise) of (1/d)‖ε − ε_θ(x_t, t)‖²; x (Q, C, H, W), eps (Q, R, C, H, W)
-    with R = len(ts) × draws noise rows, ts (R,) the timestep of each row."""
+                     device: str = "cpu", batch: int = 4096, context: torch.Tensor | None = None) -> np.ndarray:
+    """y(q) = mean over (t, noise) of (1/d)‖ε − ε_θ(x_t, t[, c_q])‖²; x (Q, C, H, W), eps (Q, R, C, H, W)
+    with R = len(ts) × draws noise rows, ts (R,) the timestep of each row; ``context`` (Q, L, h): each
+    query's encoded caption (text-to-image models)."""
     from ..schedule import DDPM
 
     model = model.to(device).eval()
@@ -103,6 +104,10 @@ def measured_outputs(model: torch.nn.Module, x: torch.Tensor, eps: torch.Tensor,
     with torch.no_grad():
         for i in range(0, q * r, batch):
             xe, e, t = flat_x[i:i + batch].to(device), flat_e[i:i + batch].to(device), flat_t[i:i + batch].to(device)
-            pred = model(DDPM.add_noise(xe, e, t), t).sample
+            if context is None:
+                pred = model(DDPM.add_noise(xe, e, t), t).sample
+            else:
+                rows = torch.arange(i, min(i + batch, q * r)) // r
+                pred = model(DDPM.add_noise(xe, e, t), t, context[rows].to(device)).sample
             out[i:i + batch] = (pred - e).pow(2).flatten(1).mean(1).cpu()
     return out.view(q, r).mean(1).numpy()

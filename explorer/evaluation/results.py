@@ -8,6 +8,8 @@ engine and the UI read through it.
     scores/<method>_S<S>_<split>.npy, pred/…                 stored benchmark scores and predictions
     counterfactual.json, counterfactual_images.npz, counterfactual_removed.npz
     lesson.json                                              the lesson's duplicate search / timestep walk
+    known.json                                               text-to-image known answers (``known`` stage)
+Every file is written atomically by a ``save_…`` method here; nothing else names them.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from functools import cached_property
 
 import numpy as np
 
-from ..files import load_npy, read_json, save_npy, write_json
+from ..files import load_npy, read_json, save_npy, save_npz, write_json
 
 SPLITS = ("validation", "generated")  # split id 0, 1 in queries.npz
 
@@ -46,6 +48,12 @@ class EvalResults:
     def queries(self) -> dict | None:
         """x (Q, C, H, W), uid, split (0 validation / 1 generated), val_pos, gen_seed; read once."""
         return dict(np.load(self.path("queries.npz"), allow_pickle=False)) if self.has_queries else None
+
+    def save_queries(self, **arrays: np.ndarray) -> None:
+        """x, uid, split, val_pos, gen_seed (see ``queries``)."""
+        os.makedirs(self.folder, exist_ok=True)
+        save_npz(self.path("queries.npz"), **arrays)
+        self.__dict__.pop("queries", None)
 
     def split_of(self, i: int) -> tuple[str, int]:
         """(split name, column within that split) of benchmark query i."""
@@ -105,8 +113,25 @@ class EvalResults:
     def outputs(self) -> np.ndarray:
         return load_npy(self.path("outputs.npy"), mmap=False).astype(np.float64)
 
+    def save_outputs(self, outputs: np.ndarray) -> None:
+        """(subsets, queries) ground-truth losses of the retrained models."""
+        save_npy(self.path("outputs.npy"), outputs)
+
+    @property
+    def has_subsets(self) -> bool:
+        return os.path.exists(self.path("subsets.npy"))
+
     def subsets(self) -> np.ndarray:
         return load_npy(self.path("subsets.npy"), mmap=False)
+
+    def save_subsets(self, subsets: np.ndarray) -> None:
+        os.makedirs(self.folder, exist_ok=True)
+        save_npy(self.path("subsets.npy"), subsets)
+
+    def save_lds(self, results: dict) -> None:
+        """lds.json as a whole (its config and totals; rows are added by ``save_result``)."""
+        write_json(self.path("lds.json"), results)
+        self.__dict__.pop("_rows", None)
 
     def save_result(self, row: dict, scores: np.ndarray, pred: np.ndarray, results: dict) -> None:
         """Stores one (method, S, split) result: its scores, predictions and its lds.json row."""
@@ -116,13 +141,24 @@ class EvalResults:
             save_npy(self.path(sub, t + ".npy"), arr)
         results["rows"] = [r for r in results["rows"] if (r["method"], r["S"], r["split"]) !=
                            (row["method"], row["S"], row["split"])] + [row]
-        write_json(self.path("lds.json"), results)
-        self.__dict__.pop("_rows", None)
+        self.save_lds(results)
 
     # ---- the lesson's duplicate search and timestep walk (precompute/lesson.py) ----
     def lesson(self) -> dict:
         p = self.path("lesson.json")
         return read_json(p) if os.path.exists(p) else {}
+
+    def save_lesson(self, lesson: dict) -> None:
+        write_json(self.path("lesson.json"), lesson)
+
+    # ---- text-to-image known answers (precompute/emoji.py) ----
+    def known(self) -> dict | None:
+        p = self.path("known.json")
+        return read_json(p) if os.path.exists(p) else None
+
+    def save_known(self, known: dict) -> None:
+        os.makedirs(self.folder, exist_ok=True)
+        write_json(self.path("known.json"), known)
 
     # ---- counterfactual ----
     @property
@@ -137,5 +173,16 @@ class EvalResults:
             np.load(self.path("counterfactual_images.npz"), allow_pickle=False))
 
     def removed(self) -> dict:
-        return dict(np.load(self.path("counterfactual_removed.npz"), allow_pickle=False))
+        """{seeds, <method>: (Q, k) removed training indices}, or {} before the counterfactual stage."""
+        p = self.path("counterfactual_removed.npz")
+        return dict(np.load(p, allow_pickle=False)) if os.path.exists(p) else {}
+
+    def save_removed(self, removed: dict) -> None:
+        os.makedirs(self.folder, exist_ok=True)
+        save_npz(self.path("counterfactual_removed.npz"), **removed)
+
+    def save_counterfactual(self, result: dict, images: dict) -> None:
+        """The images first, then counterfactual.json (whose presence says the result is complete)."""
+        save_npz(self.path("counterfactual_images.npz"), **images)
+        write_json(self.path("counterfactual.json"), result)
 

@@ -7,15 +7,13 @@ import uuid
 
 import gradio as gr
 import numpy as np
-import torch
 
 from .. import plots
 from ..attribution.projection import Projection
-from ..attribution.registry import METHODS, get_method
+from ..attribution.registry import get_method
 from ..attribution.timesteps import T, TimestepStrategy
 from ..compare import class_mix, credit, group_shares, overlap_at_k, spearman
 from ..engine import TIMESTEP_PROJECTION, Attribution, Engine, NotComputed, Refused, Request
-from ..evaluation.results import s_key
 from ..store import BUILDS, FEATURES
 from .session import LEFT, Problem, _png, answering, engine, still_showing, tile
 from .queries import describe_query, make_query
@@ -260,77 +258,6 @@ def build_timestep(dataset, method, t, request: gr.Request, progress=gr.Progress
         a / b, desc=f"features at t = {int(t)}" if phase == FEATURES else f"{phase} ({'done' if a else 'running'})"),
               left=lambda: session in LEFT)
     return gr.update(value="", visible=False)
-
-
-def evaluation(dataset, method, S, bench_index):
-    """LDS bars for both splits, the scatter for one benchmark query, the counterfactual view."""
-    eng = engine(dataset)
-    res = eng.results
-    labels = {name: m.label for name, m in METHODS.items()}
-    cf = _counterfactual(eng)
-    if not res.has_lds and eng.task.info.get("imported_from"):
-        empty = plots.message("No LDS for a model trained elsewhere")
-        return (gr.update(value="This model was trained elsewhere and adopted as it is: LDS and the counterfactual "
-                                "need retraining it many times with its own recipe, so they are not available.",
-                          visible=True), empty, empty, empty, "", empty, gr.update(value=[]), "")
-    if not res.has_lds:
-        msg = (f"No LDS results for {dataset} yet: they need 64 models retrained on random halves of the data, which "
-               f"the maintainer runs offline. The counterfactual below is what this model has so far."
-               if cf[0] else f"No evaluation results for {dataset} yet: the maintainer computes them offline "
-                             f"(64 retrained models for LDS, 24 for the counterfactual).")
-        empty = plots.message("No LDS results for this model")
-        return gr.update(value=msg, visible=True), empty, empty, empty, "", *cf
-    m = get_method(method)
-    split, col = res.split_of(int(bench_index))
-    S_key = s_key(m.needs.timesteps, S)
-    row, pred = res.row(m.name, S_key, split), res.stored_pred(m.name, S_key, split)
-    if row is None or pred is None:
-        scatter = plots.message(f"{m.label} (S = {S}) was not evaluated on {split} images")
-        explain = ""
-    else:
-        report = res.lds()["config"]["report_subsets"]
-        actual = res.outputs()[:, int(bench_index)]
-        scatter = plots.lds_scatter(pred[report, col], actual[report], row["per_query"][col],
-                                    f"{m.label} · benchmark image #{int(bench_index)} ({split})")
-        explain = (f"Each dot is one model retrained on a random half of the training set. Across: the loss on "
-                   f"this image that {m.label} predicts for that half (Σ −score); up: the loss the retrained model "
-                   f"really has. A good attribution ranks the halves alike — Spearman ρ = "
-                   f"{row['per_query'][col]:.2f} here (1 perfect, 0 no signal); LDS averages ρ over 100 images.")
-    return (gr.update(value="", visible=False), plots.lds_bars(res.lds()["rows"], "validation", labels),
-            plots.lds_bars(res.lds()["rows"], "generated", labels), scatter, explain, *cf)
-
-
-def _counterfactual(eng: Engine):
-    """(the counterfactual plot, the regenerated images one row per query, the explanation)."""
-    loaded = eng.results.counterfactual()
-    if loaded is None:
-        return plots.message("No counterfactual results for this model yet"), gr.update(value=[]), ""
-    res, imgs = loaded
-    labels = {"random": "random images", **{n: m.label for n, m in METHODS.items()}}
-    order = plots.removal_order(res["methods"], labels)
-    fig = plots.counterfactual_points(res["methods"], labels)
-    gal = []
-    for j, s in enumerate(res["seeds"]):
-        gal.append(tile(torch.from_numpy(imgs["original"][j].astype(np.float32)), [f"seed {s}", "full training set"]))
-        for m in order:
-            removed = f"{res['k']} random images" if m == "random" else f"{labels[m]}'s top {res['k']}"
-            gal.append(tile(torch.from_numpy(imgs[m][j].astype(np.float32)),
-                            [f"without {removed}", f"L2 {res['methods'][m]['l2'][j]:.2f}"]))
-    text = (f"**Counterfactual.** For each of {len(res['seeds'])} generated images, the {res['k']} training images "
-            f"(of {res['n']}, 20 %) each method credits most were removed, the model retrained with the same seed "
-            f"and the image regenerated from the same noise; the grey reference removes as many random images. "
-            f"If an attribution is right, its removal moves the image more than the random one. Below: one row per "
-            f"generated image, the original first.")
-    return fig, gr.update(value=gal, columns=1 + len(order)), text
-
-
-def benchmark_gallery(dataset):
-    eng = engine(dataset)
-    if not eng.results.has_queries:
-        return []
-    q = eng.results.queries
-    return [(_png(torch.from_numpy(x.astype(np.float32)), max(1, 48 // x.shape[-1])),
-             f"#{i} {'real' if s == 0 else 'generated'}") for i, (x, s) in enumerate(zip(q["x"], q["split"]))]
 
 
 def training_image(dataset, shown, which: str, evt: gr.SelectData):

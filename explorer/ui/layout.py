@@ -11,7 +11,8 @@ from ..lesson import TITLES
 from .session import PROJECTIONS, Problem, STRATEGY_CHOICES, _trained, answering, available_datasets, default_projection, first_source, friendly, log, page_closed, source_choices, unavailable_note, warm_up
 from .text import HOWTO, LATEX, SHOW_STATUS, learn_text
 from .lesson_page import LESSON_PANELS, lesson_view
-from .answers import ATTR_OUTPUTS, attribute, benchmark_gallery, build_features, build_timestep, compare, evaluation, method_info, no_answer, pick_benchmark, pick_opponent, pick_proponent, stability, timestep_view
+from .answers import ATTR_OUTPUTS, attribute, build_features, build_timestep, compare, method_info, no_answer, pick_benchmark, pick_opponent, pick_proponent, stability, timestep_view
+from .evaluation_page import benchmark_gallery, evaluation
 from .queries import check_seed, example_prompt
 
 

@@ -1,0 +1,199 @@
+"""LDS and the counterfactual for the emoji LoRA: the paper's ArtBench protocol in miniature
+(``python -m precompute lds --dataset emoji``, ``… counterfactual --dataset emoji``).
+
+- subsets: ``n_subsets`` random halves of the LoRA's training drawings (``make_subsets``, seed 42), the base
+  model fixed;
+- one LoRA retrained on each half with the shipped LoRA's recipe and seed (``lora_job``: resumable, a folder
+  whose ``done.json`` records another fingerprint is retrained);
+- queries: *validation* = the held-out drawings of the same concepts, each under its own caption;
+  *generated* = the shipped LoRA's images for prompts (training captions spread over the set, seed j);
+- ground truth y_m(q) = L_Simple of LoRA m on q under q's caption, averaged over every ``gt_t_every``-th
+  timestep with ``gt_draws`` seeded noise draws each (``measured_outputs``);
+- scoring, λ tuned on the first half of the subsets and reported on the second: ``precompute.lds.score_lds``,
+  the code every other model's LDS runs, for the methods in ``EMOJI_EVAL.plan``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, replace
+
+import numpy as np
+import torch
+
+from explorer import lora as lora_lib
+from explorer import text2image as t2i
+from explorer.attribution.features import generated_uid
+from explorer.attribution.registry import BASELINE_METHOD, DEFAULT_METHOD, GRADIENT_FREE_METHOD, PIXEL_METHOD
+from explorer.attribution.timesteps import TimestepStrategy, seeded_noise
+from explorer.evaluation.lds import make_subsets, measured_outputs
+from explorer.evaluation.results import EvalResults
+from explorer.files import read_json, save_npy, write_json
+from explorer.models import weights_fingerprint
+from explorer.paths import AssetPaths
+from explorer.schedule import T
+
+from .eval_config import EvalConfig, runs_dir
+from .jobs import run_jobs
+
+# the unconditional models' ground truth reads 250 timesteps × 2 draws; a LoRA retrain's budget on 2 cores allows 50
+# the counterfactual: 4 prompts × (3 methods + random) = 16 LoRAs retrained without the top 20 % proponents
+EMOJI_EVAL = EvalConfig(n_val=100, n_gen=100, gt_t_every=20, gt_draws=1, cf_queries=4, cf_S=10,
+                        cf_methods=(BASELINE_METHOD, DEFAULT_METHOD, GRADIENT_FREE_METHOD),
+                        plan=[(m, 10) for m in (DEFAULT_METHOD, BASELINE_METHOD, PIXEL_METHOD, GRADIENT_FREE_METHOD)])
+PROMPT_STEPS = 50
+
+
+def _paths(root: str | None) -> AssetPaths:
+    return AssetPaths("emoji", **({"root": root} if root else {}))
+
+
+def lora_fingerprint(paths: AssetPaths, indices: list[int], lora: lora_lib.LoRAConfig, train) -> str:
+    """Everything that makes a retrained LoRA what it is: its training positions, the LoRA and training
+    recipe (seed included) and the base model's weights."""
+    base, _, _ = t2i.load_pipeline(os.path.join(paths.base, "base"))
+    record = {"indices": [int(i) for i in indices], "lora": asdict(lora), "train": asdict(train),
+              "base": weights_fingerprint(base)}
+    return hashlib.sha256(json.dumps(record, sort_keys=True, default=list).encode()).hexdigest()[:16]
+
+
+def lora_job(indices: list[int], out_dir: str, queries: str | None = None, gt: tuple = (), root: str | None = None,
+             lora: dict | None = None, train: dict | None = None, threads: int = 1) -> str:
+    """Trains the LoRA recipe on training positions ``indices`` (base fixed), saves the adapters and (with
+    ``queries``) the ground-truth outputs of every benchmark query; resumes an interrupted training from its
+    state file."""
+    from .emoji import LORA, LORA_TRAIN, _train_lora
+    torch.set_num_threads(threads)
+    paths = _paths(root)
+    lcfg = lora_lib.LoRAConfig(**{**asdict(LORA), **(lora or {})}) if lora else LORA
+    lcfg = replace(lcfg, targets=tuple(lcfg.targets))
+    tcfg = replace(LORA_TRAIN, **(train or {}))
+    done, outputs = os.path.join(out_dir, "done.json"), os.path.join(out_dir, "outputs.npy")
+    fingerprint = lora_fingerprint(paths, indices, lcfg, tcfg)
+    if os.path.exists(done) and read_json(done).get("fingerprint") == fingerprint and (
+            not queries or os.path.exists(outputs)):
+        return out_dir
+    os.makedirs(out_dir, exist_ok=True)
+    t0 = time.time()
+    unet, text_encoder, tokenizer, log = _train_lora(indices, tcfg, os.path.join(out_dir, f"state_{fingerprint}.pt"),
+                                                    progress=False, paths=paths, lora=lcfg)
+    lora_lib.save_lora(unet, os.path.join(out_dir, "lora"))
+    if queries:
+        save_npy(outputs, _ground_truth(unet, text_encoder, tokenizer, queries, gt))
+    write_json(done, {"n": len(indices), "fingerprint": fingerprint, "train_seconds": log.seconds,
+                      "seconds": time.time() - t0})
+    return out_dir
+
+
+def _ground_truth(unet, text_encoder, tokenizer, queries: str, gt: tuple) -> np.ndarray:
+    """y(q): L_Simple of the model on each benchmark query under its caption (``measured_outputs``)."""
+    q = np.load(queries, allow_pickle=False)
+    x = torch.from_numpy(q["x"].astype(np.float32))
+    every, draws = gt
+    ts = list(range(0, T, every))
+    eps = torch.cat([seeded_noise(q["uid"].tolist(), ts, tuple(x.shape[1:]), seed=100 + d) for d in range(draws)], 1)
+    with torch.no_grad():
+        context = t2i.encode(text_encoder, t2i.tokenize(tokenizer, [str(c) for c in q["caption"]]))
+    return measured_outputs(unet, x, eps, torch.tensor(ts * draws), batch=512, context=context).astype(np.float32)
+
+
+def write_queries(task, res: EvalResults, cfg: EvalConfig) -> None:
+    """Validation: up to ``n_val`` held-out drawings (seeded choice) under their captions; generated: the LoRA's
+    images for ``n_gen`` training captions spread over the set, prompt j drawn from seed j."""
+    ds = task.data
+    val = np.sort(np.random.default_rng(0).choice(len(ds.val_idx), min(cfg.n_val, len(ds.val_idx)), replace=False))
+    train_caps = [ds.meta["caption"][int(i)] for i in ds.train_idx]
+    pick = np.linspace(0, len(train_caps) - 1, cfg.n_gen).round().astype(int)
+    prompts = [train_caps[i] for i in pick]
+    gen = [task.prompt(p, seed=j, steps=PROMPT_STEPS) for j, p in enumerate(prompts)]
+    x = torch.cat([ds.val_x[torch.as_tensor(val)], torch.stack([g.x for g in gen])]).numpy().astype(np.float32)
+    uid = np.concatenate([ds.val_idx[val], [generated_uid(j) for j in range(cfg.n_gen)]]).astype(np.int64)
+    captions = [ds.meta["caption"][int(ds.val_idx[v])] for v in val] + prompts
+    res.save_queries(x=x, uid=uid, split=np.array([0] * len(val) + [1] * cfg.n_gen, dtype=np.int8),
+                     val_pos=val.astype(np.int64), gen_seed=np.arange(cfg.n_gen), caption=np.array(captions))
+
+
+def run_lds(cfg: EvalConfig = EMOJI_EVAL, root: str | None = None, cache_dir: str | None = None,
+            workers: int | None = None, lora: dict | None = None, train: dict | None = None,
+            until: str | None = None) -> dict:
+    """Subsets, queries, the retrained LoRAs (resumable) and their ground truth, then LDS per (method, split)
+    into ``eval/lds.json``. ``lora`` / ``train``: recipe overrides (tests use a tiny one)."""
+    from explorer.engine import Engine
+
+    from .lds import score_lds
+    engine = Engine("emoji", root=root, cache_dir=cache_dir)
+    res = engine.results
+    n = len(engine.data.train_idx)
+    if not res.has_subsets:
+        res.save_subsets(make_subsets(n, cfg.n_subsets, cfg.alpha, cfg.subset_seed))
+    subsets = res.subsets()
+    if len(subsets) != cfg.n_subsets:
+        raise SystemExit(f"{res.path('subsets.npy')} holds {len(subsets)} subsets but {cfg.n_subsets} were asked "
+                         f"for; delete the eval folder's subsets.npy and outputs.npy to start a new protocol")
+    if not res.has_queries:
+        write_queries(engine.task, res, cfg)
+    runs = os.path.join(runs_dir("emoji"), "lds") if root is None else os.path.join(root, "emoji", "runs", "lds")
+    jobs = [dict(indices=s.tolist(), out_dir=os.path.join(runs, f"subset_{j:03d}"), queries=res.path("queries.npz"),
+                 gt=(cfg.gt_t_every, cfg.gt_draws), root=root, lora=lora, train=train) for j, s in enumerate(subsets)]
+    t0 = time.time()
+    run_jobs(lora_job, jobs, workers=workers, desc="LoRA retrains")
+    res.save_outputs(np.stack([np.load(os.path.join(j["out_dir"], "outputs.npy")) for j in jobs]))
+    retrain_s = sum(read_json(os.path.join(j["out_dir"], "done.json"))["seconds"] for j in jobs)
+    if until == "retrain":
+        return {"retrain_seconds": retrain_s, "wall_seconds": time.time() - t0}
+    return score_lds("emoji", cfg, retrain_s=retrain_s, engine=engine)
+
+
+def run_counterfactual(cfg: EvalConfig = EMOJI_EVAL, root: str | None = None, cache_dir: str | None = None,
+                       workers: int | None = None, lora: dict | None = None, train: dict | None = None) -> dict:
+    """For ``cf_queries`` generated benchmark prompts: each method's top ``cf_fraction`` proponents (and as many
+    random drawings) removed, the LoRA retrained with the same recipe and seed, the prompt regenerated from the
+    same noise; the change in pixel L2 and pixel cosine against the shipped LoRA's image (no classifier here).
+    Incremental like the other models' counterfactual: removals already measured are kept."""
+    from explorer.engine import Engine
+    from explorer.evaluation import counterfactual as cf
+    from explorer.t2i_task import GUIDANCE
+    engine = Engine("emoji", root=root, cache_dir=cache_dir)
+    res = engine.results
+    if not res.has_queries:
+        write_queries(engine.task, res, cfg)
+    n = len(engine.data.train_idx)
+    k = int(round(cfg.cf_fraction * n))
+    cols = res.columns("generated")
+    removed = res.removed()
+    removed.setdefault("queries", np.sort(np.random.default_rng(cfg.cf_seed).choice(cols, cfg.cf_queries, replace=False)))
+    qs = [engine.benchmark_query(int(i)) for i in removed["queries"]]
+    for name in cfg.cf_methods:
+        if name not in removed:
+            removed[name] = cf.top_proponents(engine.scores(qs, name, TimestepStrategy("uniform", cfg.cf_S)), k)
+    removed.setdefault("random", cf.random_removal(n, k, len(qs), cfg.cf_seed))
+    res.save_removed(removed)
+    methods = ("random", *cfg.cf_methods)
+    runs = os.path.join(runs_dir("emoji"), "counterfactual") if root is None else os.path.join(root, "emoji", "runs", "counterfactual")
+    jobs = {(m, j): dict(indices=cf.keep_indices(n, removed[m][j]).tolist(), out_dir=os.path.join(runs, f"{m}_{j}"),
+                         root=root, lora=lora, train=train) for m in methods for j in range(len(qs))}
+    t0 = time.time()
+    run_jobs(lora_job, list(jobs.values()), workers=workers, desc="counterfactual LoRA retrains")
+    original = torch.stack([q.x for q in qs])
+    seeds = [int(res.queries["gen_seed"][res.split_of(int(i))[1]]) for i in removed["queries"]]
+    images, out = {"original": original.numpy().astype(np.float16)}, {
+        "k": k, "n": n, "seeds": seeds, "prompts": [q.caption for q in qs], "cosine_space": "pixels",
+        "retrain_seconds": time.time() - t0, "methods": {}}
+    for m in methods:
+        regen = []
+        for j, q in enumerate(qs):
+            unet, te, tok = t2i.load_pipeline(os.path.join(_paths(root).base, "base"))
+            lora_lib.load_lora(unet, os.path.join(jobs[m, j]["out_dir"], "lora"), engine.task.lora_config)
+            regen.append(t2i.sample(unet, te, tok, [q.caption], [seeds[j]], PROMPT_STEPS, GUIDANCE)[0])
+        regen = torch.stack(regen)
+        images[m] = regen.numpy().astype(np.float16)
+        l2 = cf.pixel_l2(original, regen)
+        cos = torch.nn.functional.cosine_similarity(original.flatten(1), regen.flatten(1), dim=1).numpy()
+        out["methods"][m] = {"l2": l2.tolist(), "cosine": cos.tolist(), "l2_median": float(np.median(l2)),
+                             "cosine_median": float(np.median(cos)), "l2_mean": float(l2.mean()),
+                             "cosine_mean": float(cos.mean())}
+        print(f"counterfactual {m:7s} median L2 {np.median(l2):.3f}  median cosine {np.median(cos):.3f}")
+    res.save_counterfactual(out, images)
+    return out
