@@ -38,6 +38,13 @@ class TextToImageTask(Task):
         self.captions = self.data.meta["caption"]
         self.train_context = self.encode([self.captions[int(i)] for i in self.data.train_idx])
 
+    @property
+    def styles(self) -> list[str]:
+        """The style words a prompt may end with: the dataset's styles that its training captions end with."""
+        named = self.data.train_styles[1] if self.data.train_styles else []
+        ends = {self.captions[int(i)].rsplit(",", 1)[-1].strip() for i in self.data.train_idx}
+        return [s for s in named if s in ends]
+
     def encode(self, texts: list[str]) -> torch.Tensor:
         with torch.no_grad():
             return t2i.encode(self.text_encoder, t2i.tokenize(self.tokenizer, texts))

@@ -90,6 +90,13 @@ def build_tokenizer(captions: list[str], max_length: int):
                                    unk_token="[UNK]", model_max_length=max_length)
 
 
+def with_style(prompt: str, style: str, styles: list[str]) -> str:
+    """The prompt in the captions' form "red apple, twemoji": its subject with ``style`` as the last
+    comma-separated part ("" for none), any other of ``styles`` dropped."""
+    parts = [p.strip() for p in prompt.split(",") if p.strip() and p.strip().lower() not in styles]
+    return ", ".join(parts + ([style] if style else []))
+
+
 def unknown_words(tokenizer, prompt: str) -> list[str]:
     """The prompt's words that the model never saw in a caption (they reach it as [UNK])."""
     vocab = tokenizer.get_vocab()

@@ -50,6 +50,7 @@ def test_a_prompt_is_generated_and_attributed_and_unknown_words_are_named(engine
     res = engine.attribute(q, "trak", ST)
     assert res.scores.shape == (len(task.data.train_idx),) and np.isfinite(res.scores).all()
     assert task.unknown_words("a purple red apple") == ["a", "purple"]
+    assert task.styles == ["openmoji", "twemoji"]  # the style words the LoRA's captions end with
     for refused in ("das", "ekfac", "journey-trak"):  # their fits / query paths run the UNet without a caption
         with pytest.raises(ValueError, match="does not attribute text-to-image models yet"):
             engine.attribute(q, refused, ST)

@@ -27,6 +27,14 @@ def test_tokenizer_is_the_captions_vocabulary_and_names_unknown_words():
     assert t2i.unknown_words(tok, "A purple T-Rex, openmoji") == ["a", "purple"]
 
 
+def test_a_style_choice_rewrites_the_prompt_in_the_captions_form():
+    styles = ["openmoji", "twemoji"]
+    assert t2i.with_style("red apple", "twemoji", styles) == "red apple, twemoji"
+    assert t2i.with_style("red apple, twemoji", "openmoji", styles) == "red apple, openmoji"
+    assert t2i.with_style(" red apple ,Twemoji, ", "", styles) == "red apple"
+    assert t2i.with_style("apple, red, openmoji", "twemoji", styles) == "apple, red, twemoji"
+
+
 def test_training_resumes_to_the_same_weights_and_touches_only_its_parameters(tmp_path):
     cfg = t2i.T2ITrainConfig(epochs=4, batch_size=2, lr=1e-3, ema_decay=0.9)
     tok, unet, te, x, ids, empty = _setup()

@@ -346,3 +346,43 @@ def test_a_prompt_to_a_text_to_image_lora_and_who_gets_the_credit(tiny_emoji_roo
     assert "Type a prompt first" in empty[0]["value"] and empty[3]["value"] == []
     check = ui.stability(*_args(**ask, method="dtrak"), out[7], prompt="red apple, twemoji")
     assert "Stability of this answer" in check[1] and len(check[0]) == 8
+
+
+def test_browser_a_typed_prompt_a_style_and_who_gets_the_credit(tiny_emoji_root, tmp_path):
+    """The emoji setting in a real browser (a tiny model trained here, beside the shipped digits): digits stays
+    the first view; on the text-to-image model a visitor types a prompt, picks a style, computes the features
+    once and sees the generated image, proponents captioned with their drawing and designer, and the credit plot."""
+    import shutil
+
+    from playwright.sync_api import sync_playwright
+    from screenshots import served
+    root = tmp_path / "assets"
+    shutil.copytree(tiny_emoji_root / "emoji", root / "emoji", ignore=shutil.ignore_patterns("cache", "eval"))
+    os.symlink(os.path.join(ASSETS, "digits"), root / "digits")
+    os.symlink(os.path.join(ASSETS, "emoji", "data"), root / "emoji" / "data")  # the shipped drawings
+    env = {**os.environ, "EXPLORER_ASSETS": str(root), "EXPLORER_CACHE": str(tmp_path / "cache")}  # none built
+    with served(str(tmp_path / "server.log"), env) as (url, _), sync_playwright() as p:
+        page = page_at(p, url)
+        page.locator("#proponents img").nth(7).wait_for(timeout=60_000)
+        assert "Benchmark image #100" in page.locator("#query-info").inner_text()  # digits, as before
+        page.get_by_label("Model").first.click()
+        page.get_by_role("option", name="emoji").click()
+        box = page.locator("#prompt input, #prompt textarea").first
+        box.wait_for(timeout=30_000)
+        box.fill("red apple")
+        page.locator("#style").get_by_text("Twitter (Twemoji)").click()
+        page.wait_for_function("() => { const e = document.querySelector('#prompt input, #prompt textarea');"
+                               " return e && e.value === 'red apple, twemoji'; }", timeout=10_000)
+        page.locator("#attribute").click()
+        page.locator("#build").wait_for(timeout=60_000)  # not computed yet: the cost, and the button
+        assert "has not been computed" in page.locator("#status").inner_text()
+        page.locator("#build").click()
+        page.locator("#proponents img").nth(7).wait_for(timeout=240_000)
+        assert "for the prompt “red apple, twemoji”" in page.locator("#query-info").inner_text()
+        assert page.locator("#query-img img").count() == 1
+        from explorer.datasets.emoji import load_emoji
+        authors = set(load_emoji().meta["author"])
+        captions = page.locator("#proponents .caption-label").all_inner_texts()
+        assert len(captions) == 8 and all(c.split("\n")[-1] in authors for c in captions), captions
+        page.locator("#mix").get_by_text("Credit for this output").wait_for(timeout=10_000)
+        page.context.browser.close()

@@ -8,7 +8,8 @@ from ..attribution.registry import BASELINE_METHOD, DEFAULT_METHOD, METHODS
 from ..attribution.timesteps import T
 from ..datasets import data_missing
 from ..lesson import TITLES
-from .session import PROJECTIONS, Problem, STRATEGY_CHOICES, _trained, answering, available_datasets, default_projection, first_source, friendly, log, page_closed, source_choices, unavailable_note, warm_up
+from ..text2image import with_style
+from .session import PROJECTIONS, Problem, STRATEGY_CHOICES, _trained, answering, available_datasets, default_projection, first_source, friendly, log, page_closed, source_choices, style_choices, unavailable_note, warm_up
 from .text import HOWTO, LATEX, SHOW_STATUS, learn_text
 from .lesson_page import LESSON_PANELS, lesson_view
 from .answers import ATTR_OUTPUTS, attribute, build_features, build_timestep, compare, method_info, no_answer, pick_benchmark, pick_opponent, pick_proponent, stability, timestep_view
@@ -43,6 +44,9 @@ def build_app(default_dataset: str | None = None, warm: bool = True) -> gr.Block
                                            elem_id="benchmark-queries")
                 prompt_box = gr.Textbox(example_prompt(default), label="Prompt", max_lines=1,
                                         visible=first == "prompt", elem_id="prompt")
+                styles = style_choices(default)
+                style = gr.Radio(styles, value=None, label="Style (the drawing team the prompt asks for)",
+                                 visible=first == "prompt" and bool(styles), elem_id="style")
                 seed = gr.Number(0, label="Seed", precision=None, visible=first in ("generate", "prompt"),
                                  elem_id="seed")
                 seed_msg = gr.Markdown(visible=False, elem_id="seed-msg")
@@ -85,7 +89,7 @@ def build_app(default_dataset: str | None = None, warm: bool = True) -> gr.Block
                                     "artist (Oxygen or Tango): does a generated icon borrow from one style?")
                         with gr.Row():
                             hist = gr.Plot(label="Score histogram")
-                            mix = gr.Plot(label="Class mix")
+                            mix = gr.Plot(label="Class mix", elem_id="mix")
                     with gr.Tab("Compare"):
                         gr.Markdown("Two methods on the same query and settings: do they agree on what it came from?")
                         cmp_status = gr.Markdown(visible=False, elem_id="cmp-status")
@@ -180,13 +184,16 @@ def build_app(default_dataset: str | None = None, warm: bool = True) -> gr.Block
                         concurrency_id="build", concurrency_limit=8, api_name="build").success(
             f_attr, attr_in, attr_out, concurrency_id="fast", api_name=False)
 
-        def show_source(src):
+        def show_source(src, d):
             drawn = src in ("generate", "prompt")
             return (gr.update(visible=src == "benchmark"), gr.update(visible=src == "benchmark"),
                     gr.update(visible=drawn), gr.update(visible=drawn), gr.update(visible=src == "upload"),
-                    gr.update(visible=False), gr.update(visible=src == "prompt"))
-        source.change(show_source, source, [bench_index, bench_box, seed, steps, invert, seed_msg, prompt_box],
-                      api_name=False, queue=False)
+                    gr.update(visible=False), gr.update(visible=src == "prompt"),
+                    gr.update(visible=src == "prompt" and bool(style_choices(d))))
+        source.change(show_source, [source, dataset], [bench_index, bench_box, seed, steps, invert, seed_msg,
+                                                       prompt_box, style], api_name=False, queue=False)
+        style.input(lambda p, s, d: with_style(p or "", s or "", [w for _, w in style_choices(d) if w]),
+                    [prompt_box, style, dataset], prompt_box, api_name=False, queue=False)
         run_attribute(prompt_box.submit(lambda: "prompt", None, source, api_name=False, queue=False).then)
 
         def on_upload(file):
@@ -258,9 +265,11 @@ def build_app(default_dataset: str | None = None, warm: bool = True) -> gr.Block
                     **{c: plots.message("") for c in figures}, **{c: gr.update(value="", visible=False) for c in notes},
                     build_btn: gr.update(visible=False), bench_index: 100, projection: default_projection(d),
                     source: gr.update(choices=source_choices(d), value=first_source(d)),
-                    bench_gal: benchmark_gallery(d), prompt_box: example_prompt(d)}
+                    bench_gal: benchmark_gallery(d), prompt_box: example_prompt(d),
+                    style: gr.update(choices=style_choices(d), value=None,
+                                     visible=first_source(d) == "prompt" and bool(style_choices(d)))}
         dataset.change(reset, dataset, [*cleared, *figures, *notes, build_btn, bench_index, projection, source,
-                                        bench_gal, prompt_box], api_name=False).then(
+                                        bench_gal, prompt_box, style], api_name=False).then(
             f_attr, attr_in, attr_out, concurrency_id="fast", api_name=False)
         demo.load(benchmark_gallery, dataset, bench_gal, api_name="benchmark_queries")
         demo.unload(page_closed)

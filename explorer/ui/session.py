@@ -96,6 +96,16 @@ def engine(dataset: str, projection: str | None = None) -> Engine:
 SOURCES = [("Benchmark image", "benchmark"), ("Generate", "generate"), ("Prompt", "prompt"), ("Upload", "upload")]
 
 
+def style_choices(dataset: str) -> list:
+    """(label, style word) pairs a text-to-image model's prompt may end with, and none; [] for other models."""
+    eng = engine(dataset)
+    styles = eng.task.styles if eng.task.conditional else []
+    if not styles:
+        return []
+    artists = eng.data.meta.get("artists", {})
+    return [(artists.get(s, s), s) for s in styles] + [("no style word", "")]
+
+
 def source_choices(dataset: str) -> list:
     """The query sources this model has: a text-to-image model takes a prompt instead of a bare seed; no
     "Benchmark image" for a model without stored benchmark queries."""
