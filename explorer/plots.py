@@ -34,8 +34,9 @@ def credit_bars(groups: list[str], credit: np.ndarray, share: np.ndarray, title:
                             marker_color="#9d9d9d")])
     fig.update_layout(barmode="group", xaxis=dict(ticksuffix=" %"), yaxis=dict(automargin=True),
                       legend=dict(orientation="h", y=-0.22, yanchor="top", x=0, xanchor="left"))
-    fig = _layout(fig, title, 320)
-    fig.update_layout(margin=dict(l=10, r=10, t=70, b=80))
+    lines = title.count("<br>")  # one line per credited contributor: the names never run off a phone's width
+    fig = _layout(fig, title, 320 + 14 * lines)
+    fig.update_layout(margin=dict(l=10, r=10, t=64 + 22 * lines, b=80))
     return fig
 
 

@@ -155,7 +155,7 @@ def mix_plot(eng: Engine, top: np.ndarray, scores: np.ndarray):
         people = sorted(set(authors))
         by_person = credit(scores, np.array([people.index(a) for a in authors]), len(people))
         best = np.argsort(-by_person, kind="stable")[:3]
-        who = " · ".join(f"{people[b]} {100 * by_person[b]:.0f} %" for b in best if by_person[b] > 0)
+        who = "<br>".join(f"{people[b]} {100 * by_person[b]:.0f} %" for b in best if by_person[b] > 0)
         return plots.credit_bars([artists.get(n, n) for n in names], credit(scores, ids, len(names)), everyone,
                                  f"Credit for this output<br><sup>most credited: {who}</sup>")
     counts = class_mix(labels, top, len(classes), ids, len(names))

@@ -86,10 +86,13 @@ def build_app(default_dataset: str | None = None, warm: bool = True) -> gr.Block
                                     "sit near 0 (no influence); the proponents are the far right tail, the opponents "
                                     "the left. The class mix counts the labels of the top proponents: a good "
                                     "attribution of a clear “3” is mostly 3s. For icons it also splits them by "
-                                    "artist (Oxygen or Tango): does a generated icon borrow from one style?")
+                                    "artist (Oxygen or Tango): does a generated icon borrow from one style? For a "
+                                    "model trained on named artists' drawings it shows the credit instead: each "
+                                    "artist's share of the positive attribution beside its share of the training "
+                                    "set, and the designers credited most.")
                         with gr.Row():
                             hist = gr.Plot(label="Score histogram")
-                            mix = gr.Plot(label="Class mix", elem_id="mix")
+                            mix = gr.Plot(label="Class mix · credit", elem_id="mix")
                     with gr.Tab("Compare"):
                         gr.Markdown("Two methods on the same query and settings: do they agree on what it came from?")
                         cmp_status = gr.Markdown(visible=False, elem_id="cmp-status")
