@@ -40,7 +40,8 @@ from explorer.task import Query
 STATE = os.environ.get("EXPLORER_STATE", os.path.expanduser("~/.cache/explorer/state"))
 # Recipes that failed (README): 1.4 M parameters with cross-attention alone, at 150 / 300 / 2,500 epochs, the last
 # with Min-SNR-5 (which starves the low-noise steps: samples kept a noisy texture). This one: 3.9 M parameters
-# (128 channels at 8×8), the pooled caption added to the timestep embedding of every block, plain L_Simple.
+# (128 channels at 8×8), the pooled caption added to the timestep embedding of every block, plain L_Simple:
+# 6 % legibility after 8,000 steps (131 min), colours right, shapes not — not shipped.
 BASE = t2i.TextToImageConfig(block_out_channels=(32, 64, 128), addition_embed_type="text")
 BASE_TRAIN = t2i.T2ITrainConfig(epochs=800, batch_size=32, lr=1e-3, warmup_fraction=0.02, ema_decay=0.999)
 CHECK_EVERY = 50  # epochs between legibility probes of the base (32 prompts, DDIM 50)
