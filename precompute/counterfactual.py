@@ -68,9 +68,7 @@ def run_counterfactual(dataset: str, device: str = "cpu", engine: str = "local",
                                        [int(s)], device=device) for s in seeds])
         images[m] = regen.numpy().astype(np.float16)
         l2, cos = cf.pixel_l2(base, regen), cf.embedding_cosine(clf.embed, base, regen)
-        out["methods"][m] = {"l2": l2.tolist(), "cosine": cos.tolist(), "l2_median": float(np.median(l2)),
-                             "cosine_median": float(np.median(cos)), "l2_mean": float(l2.mean()),
-                             "cosine_mean": float(cos.mean())}
+        out["methods"][m] = cf.change_summary(l2, cos)
         print(f"counterfactual {m:7s} median L2 {np.median(l2):.3f}  median cosine {np.median(cos):.3f}")
     results.save_counterfactual(out, images)
     return out

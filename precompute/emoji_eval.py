@@ -28,7 +28,7 @@ from explorer import text2image as t2i
 from explorer.attribution.features import generated_uid
 from explorer.attribution.registry import BASELINE_METHOD, DEFAULT_METHOD, GRADIENT_FREE_METHOD, PIXEL_METHOD
 from explorer.attribution.timesteps import TimestepStrategy, seeded_noise
-from explorer.evaluation.lds import make_subsets, measured_outputs
+from explorer.evaluation.lds import measured_outputs
 from explorer.evaluation.results import EvalResults
 from explorer.files import read_json, save_npy, write_json
 from explorer.models import weights_fingerprint
@@ -122,16 +122,10 @@ def run_lds(cfg: EvalConfig = EMOJI_EVAL, root: str | None = None, cache_dir: st
     into ``eval/lds.json``. ``lora`` / ``train``: recipe overrides (tests use a tiny one)."""
     from explorer.engine import Engine
 
-    from .lds import score_lds
+    from .lds import protocol_subsets, score_lds
     engine = Engine("emoji", root=root, cache_dir=cache_dir)
     res = engine.results
-    n = len(engine.data.train_idx)
-    if not res.has_subsets:
-        res.save_subsets(make_subsets(n, cfg.n_subsets, cfg.alpha, cfg.subset_seed))
-    subsets = res.subsets()
-    if len(subsets) != cfg.n_subsets:
-        raise SystemExit(f"{res.path('subsets.npy')} holds {len(subsets)} subsets but {cfg.n_subsets} were asked "
-                         f"for; delete the eval folder's subsets.npy and outputs.npy to start a new protocol")
+    subsets = protocol_subsets(res, len(engine.data.train_idx), cfg)
     if not res.has_queries:
         write_queries(engine.task, res, cfg)
     runs = os.path.join(runs_dir("emoji"), "lds") if root is None else os.path.join(root, "emoji", "runs", "lds")
@@ -191,9 +185,7 @@ def run_counterfactual(cfg: EvalConfig = EMOJI_EVAL, root: str | None = None, ca
         images[m] = regen.numpy().astype(np.float16)
         l2 = cf.pixel_l2(original, regen)
         cos = torch.nn.functional.cosine_similarity(original.flatten(1), regen.flatten(1), dim=1).numpy()
-        out["methods"][m] = {"l2": l2.tolist(), "cosine": cos.tolist(), "l2_median": float(np.median(l2)),
-                             "cosine_median": float(np.median(cos)), "l2_mean": float(l2.mean()),
-                             "cosine_mean": float(cos.mean())}
+        out["methods"][m] = cf.change_summary(l2, cos)
         print(f"counterfactual {m:7s} median L2 {np.median(l2):.3f}  median cosine {np.median(cos):.3f}")
     res.save_counterfactual(out, images)
     return out

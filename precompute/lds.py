@@ -32,12 +32,7 @@ def run_lds(dataset: str, device: str = "cpu", engine: str = "local", address: s
     n = len(ds.train_idx)
     t0 = time.time()
 
-    if not res.has_subsets:
-        res.save_subsets(make_subsets(n, cfg.n_subsets, cfg.alpha, cfg.subset_seed))
-    subsets = res.subsets()
-    if len(subsets) != cfg.n_subsets:
-        raise SystemExit(f"{res.path('subsets.npy')} holds {len(subsets)} subsets but {cfg.n_subsets} were asked "
-                         f"for; delete the eval folder's subsets.npy and outputs.npy to start a new protocol")
+    subsets = protocol_subsets(res, n, cfg)
     if not res.has_queries:
         write_queries(dataset, res, cfg, device)
 
@@ -50,6 +45,18 @@ def run_lds(dataset: str, device: str = "cpu", engine: str = "local", address: s
     if until == "retrain":
         return {"retrain_seconds": retrain_s}
     return score_lds(dataset, cfg, device, retrain_s)
+
+
+def protocol_subsets(res: EvalResults, n: int, cfg: EvalConfig) -> np.ndarray:
+    """The stored LDS subsets of ``n`` training images, drawn and stored on first use; SystemExit when the
+    stored ones are another protocol's."""
+    if not res.has_subsets:
+        res.save_subsets(make_subsets(n, cfg.n_subsets, cfg.alpha, cfg.subset_seed))
+    subsets = res.subsets()
+    if len(subsets) != cfg.n_subsets:
+        raise SystemExit(f"{res.path('subsets.npy')} holds {len(subsets)} subsets but {cfg.n_subsets} were asked "
+                         f"for; delete the eval folder's subsets.npy and outputs.npy to start a new protocol")
+    return subsets
 
 
 def write_queries(dataset: str, res: EvalResults, cfg: EvalConfig, device: str) -> None:

@@ -30,6 +30,12 @@ def pixel_l2(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
     return (a - b).flatten(1).norm(dim=1).numpy()
 
 
+def change_summary(l2: np.ndarray, cosine: np.ndarray) -> dict:
+    """One removal's row of counterfactual.json: per-image pixel L2 and cosine, with their medians and means."""
+    return {"l2": l2.tolist(), "cosine": cosine.tolist(), "l2_median": float(np.median(l2)),
+            "cosine_median": float(np.median(cosine)), "l2_mean": float(l2.mean()), "cosine_mean": float(cosine.mean())}
+
+
 def embedding_cosine(embed, a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
     with torch.no_grad():
         return torch.nn.functional.cosine_similarity(embed(a), embed(b), dim=1).numpy()
