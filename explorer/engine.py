@@ -240,6 +240,8 @@ class Engine:
         else:
             query = Query("val", torch.from_numpy(q["x"][i].astype(np.float32)), int(q["uid"][i]),
                           self.data.classes[int(self.data.val_labels[int(q["val_pos"][i])])])
+        if "image" in q:  # a latent-space model: x is the latent, this its image
+            query.image = torch.from_numpy(q["image"][i].astype(np.float32))
         return self.task.captioned(query, str(q["caption"][i])) if "caption" in q else query
 
     def benchmark_attribution(self, i: int, method: str, S: int, lam: float | None = None, topk: int = 8

@@ -1,11 +1,13 @@
-"""A miniature of Stable Diffusion's text-to-image setting, in pixel space and trained here:
+"""A miniature of Stable Diffusion's text-to-image setting, trained here:
 
+- optionally a latent space: a small ``AutoencoderKL`` (``explorer.autoencoder``); the UNet then draws
+  latents z = s · mode(q(z | x)) and the VAE decodes them (SD's design, and 12× cheaper than pixels);
 - a word-level tokenizer built from the captions' own vocabulary (``tokenizers`` WordLevel, wrapped as a
   ``transformers`` fast tokenizer, saved with ``save_pretrained``), ``[BOS] words [EOS] [PAD]…``;
 - ``transformers.CLIPTextModel`` from a small config (nothing downloaded), whose last hidden states
   condition the UNet through cross-attention;
-- ``diffusers.UNet2DConditionModel`` on 32×32 RGB, ε-prediction, the one DDPM schedule of
-  ``explorer.models``.
+- ``diffusers.UNet2DConditionModel`` on 32×32 RGB or on the 4×8×8 latents, ε-prediction, the one DDPM
+  schedule of ``explorer.schedule``.
 
 Training minimises L_Simple = (1/d)‖ε − ε_θ(x_t, t, c)‖² (optionally weighted by min(SNR_t, γ)/SNR_t, the
 Min-SNR recipe, for the base only: the LoRA, which is attributed, trains on L_Simple itself) with c the
@@ -13,7 +15,8 @@ encoded caption, dropped to the empty
 caption with probability ``cond_drop`` so that sampling can use classifier-free guidance:
 ε̂ = ε_θ(x_t, t, ∅) + w (ε_θ(x_t, t, c) − ε_θ(x_t, t, ∅)), DDIM with η = 0.
 The base model trains the UNet and the text encoder; a LoRA (``explorer.lora``) trains adapters only.
-Saved as a diffusers-style pipeline folder: ``unet/``, ``text_encoder/``, ``tokenizer/``, ``scheduler/``.
+Saved as a diffusers-style pipeline folder: ``unet/``, ``text_encoder/``, ``tokenizer/``, ``scheduler/`` and,
+for a latent model, ``vae/``.
 """
 from __future__ import annotations
 
@@ -252,14 +255,15 @@ def fused_attention(unet, on: bool):
 
 @torch.no_grad()
 def sample(unet, text_encoder, tokenizer, prompts: list[str], seeds: list[int], steps: int = 50,
-           guidance: float = 3.0, batch_size: int = 64) -> torch.Tensor:
+           guidance: float = 3.0, batch_size: int = 64, latent: bool = False) -> torch.Tensor:
     """DDIM (η = 0) with classifier-free guidance ``guidance`` (1 = none); sample j starts from noise
-    seeded with ``seeds[j]``. Returns (N, C, H, W) in [−1, 1]."""
+    seeded with ``seeds[j]``. Returns (N, C, H, W): images in [−1, 1], or with ``latent`` latents (x̂₀ is
+    then not clipped to [−1, 1]; ``to_images`` decodes them)."""
     cfg = unet.config
     x = initial_noise(seeds, (cfg.in_channels, cfg.sample_size, cfg.sample_size))
     cond = encode(text_encoder, tokenize(tokenizer, prompts))
     empty = encode(text_encoder, tokenize(tokenizer, [""])).expand_as(cond)
-    sched = DDPM.ddim(steps)
+    sched = DDPM.ddim(steps, clip_sample=not latent)
     for t in sched.timesteps:
         eps = []
         for i in range(0, len(x), batch_size):
@@ -269,17 +273,33 @@ def sample(unet, text_encoder, tokenizer, prompts: list[str], seeds: list[int], 
             e0, e1 = both.chunk(2)
             eps.append(e0 + guidance * (e1 - e0))
         x = sched.step(torch.cat(eps), t, x, eta=0.0).prev_sample
-    return x.clamp(-1, 1)
+    return x if latent else x.clamp(-1, 1)
 
 
-def save_pipeline(unet, text_encoder, tokenizer, folder: str, unet_dtype: torch.dtype = torch.float32) -> None:
-    """``unet/``, ``text_encoder/``, ``tokenizer/``, ``scheduler/`` written to a temporary folder, then renamed.
-    ``unet_dtype=torch.float16`` stores the UNet at half size (a shipped file stays under 10 MiB); the model in
-    memory is rounded the same way, so it equals what ``load_pipeline`` reads back (in float32)."""
+def to_images(vae, x: torch.Tensor) -> torch.Tensor:
+    """The model's samples as images: decoded by ``vae`` (a latent model), or as they are (pixels)."""
+    from .stable_diffusion import decode_latents
+    return x if vae is None else decode_latents(vae, x)
+
+
+def to_model_space(vae, images: torch.Tensor) -> torch.Tensor:
+    """Images (N, 3, H, W) in [−1, 1] as the model's input: latents s · mode(q(z | x)), or the pixels."""
+    from .stable_diffusion import encode_images
+    return images if vae is None else encode_images(vae, images)
+
+
+def save_pipeline(unet, text_encoder, tokenizer, folder: str, unet_dtype: torch.dtype = torch.float32,
+                  vae=None) -> None:
+    """``unet/``, ``text_encoder/``, ``tokenizer/``, ``scheduler/`` (and ``vae/`` for a latent model) written to a
+    temporary folder, then renamed. ``unet_dtype=torch.float16`` stores the UNet at half size; the model in
+    memory is rounded the same way, so it equals what ``load_pipeline`` reads back (in float32). Weight files
+    are sharded at 8 MB, so every shipped file stays under 10 MiB."""
     tmp = folder.rstrip("/") + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    unet.to(unet_dtype).save_pretrained(os.path.join(tmp, "unet"), safe_serialization=True)
+    unet.to(unet_dtype).save_pretrained(os.path.join(tmp, "unet"), safe_serialization=True, max_shard_size="8MB")
     unet.to(torch.float32)
+    if vae is not None:
+        vae.save_pretrained(os.path.join(tmp, "vae"), safe_serialization=True, max_shard_size="8MB")
     text_encoder.save_pretrained(os.path.join(tmp, "text_encoder"), safe_serialization=True)
     tokenizer.save_pretrained(os.path.join(tmp, "tokenizer"))
     DDPM.scheduler().save_pretrained(os.path.join(tmp, "scheduler"))
@@ -298,4 +318,12 @@ def load_pipeline(folder: str):
     text_encoder = CLIPTextModel.from_pretrained(os.path.join(folder, "text_encoder"), local_files_only=True)
     tokenizer = PreTrainedTokenizerFast.from_pretrained(os.path.join(folder, "tokenizer"), local_files_only=True)
     return set_vmap_attention(unet).eval(), text_encoder.eval(), tokenizer
+
+
+def load_vae(folder: str):
+    """The pipeline's ``AutoencoderKL`` (eval mode), or None for a pixel-space model (no ``vae/``)."""
+    from diffusers import AutoencoderKL
+    if not os.path.isfile(os.path.join(folder, "vae", "config.json")):
+        return None
+    return AutoencoderKL.from_pretrained(os.path.join(folder, "vae"), local_files_only=True).eval()
 

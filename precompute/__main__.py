@@ -4,7 +4,7 @@ lesson, all.
 ``answers`` stores the benchmark queries and the default methods' scores a model opens on before its LDS.
 
 The emoji text-to-image setting has its own stages: ``data`` (the drawings from the npm packages) and
-``base`` (the base text-to-image model), ``lora`` (its LoRA fine-tune on two artists; both resumable),
+``vae`` (the autoencoder of its latent space), ``base`` (the base text-to-image model), ``lora`` (its LoRA fine-tune on two artists; both resumable),
 ``known`` (the known-answer tables of its attribution), ``lds`` (64 LoRAs retrained on halves of the LoRA's
 training drawings) and ``counterfactual`` (16 LoRAs retrained without top proponents; both resumable per LoRA,
 ``precompute/emoji_eval.py``): ``python -m precompute all --dataset emoji``.
@@ -25,7 +25,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m precompute", description=__doc__, allow_abbrev=False)
-    p.add_argument("stage", choices=["data", "base", "lora", "known", "adopt", "train", "ensemble", "features", "lds",
+    p.add_argument("stage", choices=["data", "vae", "base", "lora", "known", "adopt", "train", "ensemble", "features", "lds",
                                      "counterfactual", "answers", "lesson", "all"])
     p.add_argument("--dataset", required=True, help="digits, shapes, a name for --data, or a path to an image folder")
     p.add_argument("--data", default=None, help="train: an image folder (class sub-folders become labels); the "
@@ -46,9 +46,9 @@ def main(argv=None) -> int:
     p.add_argument("--subsets", type=int, default=None, help="number of LDS subsets")
     p.add_argument("--until", default=None, choices=["retrain"], help="lds: stop after retraining + ground truth")
     args = p.parse_args(argv)
-    if args.stage in ("data", "base", "lora", "known") and args.dataset != "emoji":
+    if args.stage in ("data", "vae", "base", "lora", "known") and args.dataset != "emoji":
         p.error(f"the {args.stage} stage builds the emoji text-to-image setting: use --dataset emoji")
-    everything = ["train", "features"] if args.data else ["data", "base", "lora", "known", "lds", "counterfactual"] if args.dataset == "emoji" else ["train", "ensemble", "features", "lds", "counterfactual", "lesson"]
+    everything = ["train", "features"] if args.data else ["data", "vae", "base", "lora", "known", "lds", "counterfactual"] if args.dataset == "emoji" else ["train", "ensemble", "features", "lds", "counterfactual", "lesson"]
     stages = everything if args.stage == "all" else [args.stage]
     used = {"subsets": {"lds"}, "until": {"lds"}, "method": {"features"}, "address": {"features", "ensemble", "lds", "counterfactual"},
             "data": {"train", "adopt"}, "resolution": {"train"}, "channels": {"train"}, "model": {"train"},
@@ -78,9 +78,9 @@ def main(argv=None) -> int:
 
 def run_stages(args, stages: list[str], cfg) -> None:
     for stage in stages:
-        if stage in ("data", "base", "lora", "known"):
+        if stage in ("data", "vae", "base", "lora", "known"):
             from . import emoji
-            {"data": emoji.run_data, "base": emoji.run_base, "lora": emoji.run_lora, "known": emoji.run_known}[stage]()
+            {"data": emoji.run_data, "vae": emoji.run_vae, "base": emoji.run_base, "lora": emoji.run_lora, "known": emoji.run_known}[stage]()
         elif stage == "adopt":
             from . import adopt_pipeline
             adopt_pipeline.run(args.dataset, args.pipeline, args.lora, args.data, args.lora_alpha)

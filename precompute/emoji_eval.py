@@ -101,18 +101,20 @@ def _ground_truth(unet, text_encoder, tokenizer, queries: str, gt: tuple) -> np.
 
 def write_queries(task, res: EvalResults, cfg: EvalConfig) -> None:
     """Validation: up to ``n_val`` held-out drawings (seeded choice) under their captions; generated: the LoRA's
-    images for ``n_gen`` training captions spread over the set, prompt j drawn from seed j."""
+    images for ``n_gen`` training captions spread over the set, prompt j drawn from seed j. ``x`` is the model's
+    input (a latent model: the latents, with the images beside them as ``image``)."""
     ds = task.data
     val = np.sort(np.random.default_rng(0).choice(len(ds.val_idx), min(cfg.n_val, len(ds.val_idx)), replace=False))
     train_caps = [ds.meta["caption"][int(i)] for i in ds.train_idx]
     pick = np.linspace(0, len(train_caps) - 1, cfg.n_gen).round().astype(int)
     prompts = [train_caps[i] for i in pick]
-    gen = [task.prompt(p, seed=j, steps=PROMPT_STEPS) for j, p in enumerate(prompts)]
-    x = torch.cat([ds.val_x[torch.as_tensor(val)], torch.stack([g.x for g in gen])]).numpy().astype(np.float32)
+    qs = [task.val_query(int(v)) for v in val] + [task.prompt(p, seed=j, steps=PROMPT_STEPS)
+                                                   for j, p in enumerate(prompts)]
     uid = np.concatenate([ds.val_idx[val], [generated_uid(j) for j in range(cfg.n_gen)]]).astype(np.int64)
-    captions = [ds.meta["caption"][int(ds.val_idx[v])] for v in val] + prompts
-    res.save_queries(x=x, uid=uid, split=np.array([0] * len(val) + [1] * cfg.n_gen, dtype=np.int8),
-                     val_pos=val.astype(np.int64), gen_seed=np.arange(cfg.n_gen), caption=np.array(captions))
+    images = {"image": torch.stack([q.shown for q in qs]).numpy().astype(np.float32)} if task.vae is not None else {}
+    res.save_queries(x=torch.stack([q.x for q in qs]).numpy().astype(np.float32), uid=uid,
+                     split=np.array([0] * len(val) + [1] * cfg.n_gen, dtype=np.int8), val_pos=val.astype(np.int64),
+                     gen_seed=np.arange(cfg.n_gen), caption=np.array([q.caption for q in qs]), **images)
 
 
 def run_lds(cfg: EvalConfig = EMOJI_EVAL, root: str | None = None, cache_dir: str | None = None,
@@ -170,7 +172,7 @@ def run_counterfactual(cfg: EvalConfig = EMOJI_EVAL, root: str | None = None, ca
                          root=root, lora=lora, train=train) for m in methods for j in range(len(qs))}
     t0 = time.time()
     run_jobs(lora_job, list(jobs.values()), workers=workers, desc="counterfactual LoRA retrains")
-    original = torch.stack([q.x for q in qs])
+    original = torch.stack([q.shown for q in qs])
     seeds = [int(res.queries["gen_seed"][res.split_of(int(i))[1]]) for i in removed["queries"]]
     images, out = {"original": original.numpy().astype(np.float16)}, {
         "k": k, "n": n, "seeds": seeds, "prompts": [q.caption for q in qs], "cosine_space": "pixels",
@@ -178,9 +180,12 @@ def run_counterfactual(cfg: EvalConfig = EMOJI_EVAL, root: str | None = None, ca
     for m in methods:
         regen = []
         for j, q in enumerate(qs):
-            unet, te, tok = t2i.load_pipeline(os.path.join(_paths(root).base, "base"))
+            base = os.path.join(_paths(root).base, "base")
+            unet, te, tok = t2i.load_pipeline(base)
+            vae = t2i.load_vae(base)
             lora_lib.load_lora(unet, os.path.join(jobs[m, j]["out_dir"], "lora"), engine.task.lora_config)
-            regen.append(t2i.sample(unet, te, tok, [q.caption], [seeds[j]], PROMPT_STEPS, GUIDANCE)[0])
+            regen.append(t2i.to_images(vae, t2i.sample(unet, te, tok, [q.caption], [seeds[j]], PROMPT_STEPS,
+                                                       GUIDANCE, latent=vae is not None))[0])
         regen = torch.stack(regen)
         images[m] = regen.numpy().astype(np.float16)
         l2 = cf.pixel_l2(original, regen)

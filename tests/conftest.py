@@ -36,11 +36,13 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
 
 @pytest.fixture(scope="session")
 def tiny_emoji_root(tmp_path_factory):
-    """An assets folder holding a tiny text-to-image ``emoji`` model trained here: a base pipeline (random
-    weights) and a rank-2 LoRA trained for 2 epochs on 32 of the shipped emoji drawings."""
+    """An assets folder holding a tiny latent text-to-image ``emoji`` model trained here, as the shipped one is
+    built: a VAE (32×32 → 4×8×8) trained for 1 epoch, a base pipeline (random UNet weights) and a rank-2 LoRA
+    trained for 2 epochs on the latents of 32 of the shipped emoji drawings."""
     import json
     from dataclasses import asdict
 
+    from explorer import autoencoder as ae
     from explorer import lora
     from explorer import text2image as t2i
     from explorer.datasets import emoji
@@ -48,12 +50,15 @@ def tiny_emoji_root(tmp_path_factory):
     ds = emoji.load_emoji()
     captions = [ds.meta["caption"][int(i)] for i in ds.train_idx]
     tok = t2i.build_tokenizer(ds.meta["caption"], TINY_T2I.max_length)
+    vae = ae.make_vae(TINY_VAE, 32)
+    ae.train_vae(vae, ds.train_x[:64], ae.VAETrainConfig(epochs=1))
     unet, te = t2i.make_text_to_image(TINY_T2I, tok)
-    t2i.save_pipeline(unet, te, tok, str(root / "emoji" / "base"))
+    t2i.save_pipeline(unet, te, tok, str(root / "emoji" / "base"), vae=vae)
     cfg = lora.LoRAConfig(rank=2, alpha=2)
     params = lora.add_lora(unet, cfg)
     few = torch.arange(32)
-    t2i.train_text_to_image(unet, te, ds.train_x[few], t2i.tokenize(tok, [captions[i] for i in few]),
+    t2i.train_text_to_image(unet, te, t2i.to_model_space(vae, ds.train_x[few]),
+                            t2i.tokenize(tok, [captions[i] for i in few]),
                             t2i.tokenize(tok, [""])[0], t2i.T2ITrainConfig(epochs=2, batch_size=16, lr=1e-2), params)
     lora.save_lora(unet, str(root / "emoji" / "lora"))
     (root / "emoji" / "train.json").write_text(json.dumps({"dataset": "emoji", "lora": {"lora": asdict(cfg)}}))
@@ -61,12 +66,15 @@ def tiny_emoji_root(tmp_path_factory):
 
 
 def _tiny_t2i():
+    from explorer import autoencoder as ae
     from explorer import text2image as t2i
-    return t2i.TextToImageConfig(block_out_channels=(8, 16, 16), norm_num_groups=4, attention_head_dim=2,
-                                 text_hidden=16, text_layers=1, text_heads=2, addition_embed_type="text")
+    return (t2i.TextToImageConfig(sample_size=8, channels=4, block_out_channels=(8, 16, 16), norm_num_groups=4,
+                                  attention_head_dim=2, text_hidden=16, text_layers=1, text_heads=2,
+                                  addition_embed_type="text"),
+            ae.VAEConfig(block_out_channels=(8, 16, 16), norm_num_groups=4))
 
 
-TINY_T2I = _tiny_t2i()
+TINY_T2I, TINY_VAE = _tiny_t2i()
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ LAYERS = [
      "explorer.datasets.folder", "explorer.datasets.captioned"],
     ["explorer.datasets.registry"],
     ["explorer.datasets"],
-    ["explorer.schedule", "explorer.models", "explorer.training", "explorer.text2image", "explorer.stable_diffusion", "explorer.lora", "explorer.classifier", "explorer.batched_train"],
+    ["explorer.schedule", "explorer.models", "explorer.training", "explorer.autoencoder", "explorer.text2image", "explorer.stable_diffusion", "explorer.lora", "explorer.classifier", "explorer.batched_train"],
     ["explorer.attribution"],  # the math: outputs, timesteps, gradients, projectors, kernel, features
     ["explorer.attribution.method"],  # the interface
     ["explorer.attribution.methods"],  # one file per family

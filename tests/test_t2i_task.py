@@ -4,6 +4,8 @@ import os
 
 import numpy as np
 import pytest
+import torch
+from PIL import Image
 
 from explorer.attribution.timesteps import TimestepStrategy
 
@@ -46,7 +48,10 @@ def test_the_task_attributes_the_lora_parameters_under_each_caption(engine):
 def test_a_prompt_is_generated_and_attributed_and_unknown_words_are_named(engine):
     task = engine.task
     q = task.prompt("red apple, twemoji", seed=3, steps=5)
-    assert q.x.shape == (3, 32, 32) and q.caption == "red apple, twemoji"
+    assert q.x.shape == (4, 8, 8) and q.image.shape == (3, 32, 32) and q.caption == "red apple, twemoji"
+    assert q.x.abs().max() > 0 and q.image.abs().max() <= 1  # the latent, and its decoded image
+    up = task.upload(Image.new("RGB", (32, 32), "white"), "red apple")  # an upload enters as its latent
+    assert up.x.shape == (4, 8, 8) and torch.equal(up.shown, torch.ones(3, 32, 32))
     res = engine.attribute(q, "trak", ST)
     assert res.scores.shape == (len(task.data.train_idx),) and np.isfinite(res.scores).all()
     assert task.unknown_words("a purple red apple") == ["a", "purple"]
@@ -76,7 +81,6 @@ def test_the_known_answer_stage_reports_every_method_and_the_baselines(engine, t
 def test_the_lora_lds_stage_retrains_halves_measures_the_truth_and_resumes(tiny_emoji_root, tmp_path):
     """LDS for the LoRA: retrained LoRAs on halves (base fixed), ground truth = each LoRA's L_Simple of each
     query under its caption, checked against a loop written out here; a second run retrains nothing."""
-    import torch
 
     from explorer import lora, text2image as t2i
     from explorer.attribution.timesteps import seeded_noise
@@ -110,12 +114,13 @@ def test_the_lora_lds_stage_retrains_halves_measures_the_truth_and_resumes(tiny_
     lora.load_lora(unet, os.path.join(job, "lora"), lora.LoRAConfig(rank=2, alpha=2))
     q = res.queries
     assert str(q["caption"][4]) == engine.benchmark_query(4).caption
+    assert q["x"].shape[1:] == (4, 8, 8) and q["image"].shape[1:] == (3, 32, 32)  # latents, with their images
     x = torch.from_numpy(q["x"][4:5].astype(np.float32))
     ctx = t2i.encode(te, t2i.tokenize(tok, [str(q["caption"][4])]))
     losses = []
     with torch.no_grad():
         for t in range(0, 1000, 250):
-            eps = seeded_noise([int(q["uid"][4])], [t], (3, 32, 32), seed=100)[:, 0]
+            eps = seeded_noise([int(q["uid"][4])], [t], (4, 8, 8), seed=100)[:, 0]
             tt = torch.tensor([t])
             losses.append(((unet(DDPM.add_noise(x, eps, tt), tt, ctx).sample - eps) ** 2).mean().item())
     assert abs(np.mean(losses) - y[1, 4]) < 1e-5 * max(1.0, abs(y[1, 4]))
