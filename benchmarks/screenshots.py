@@ -67,12 +67,41 @@ def open_tab(page, name: str) -> None:
     page.get_by_role("tab", name=name).or_(page.get_by_role("button", name=name)).last.click()
 
 
+def emoji_view(page, prompt: str, path: str) -> None:
+    open_tab(page, "Attribute")
+    page.get_by_label("Model").first.click()
+    page.get_by_role("option", name="emoji").click()
+    box = page.locator("#prompt input, #prompt textarea").first
+    box.wait_for(timeout=300_000)
+    box.fill(prompt)
+    page.locator("#style").get_by_text("Twitter (Twemoji)").click()
+    page.wait_for_timeout(1000)
+    page.locator("#attribute").click()
+    build = page.locator("#build")
+    try:
+        build.wait_for(timeout=20_000)
+        build.click()
+    except Exception:  # already computed: the answer comes at once
+        pass
+    page.locator("#proponents img").nth(7).wait_for(timeout=600_000)
+    page.locator("#mix .js-plotly-plot").wait_for(timeout=60_000)
+    page.get_by_text("Stability of this answer").first.wait_for(timeout=300_000)  # the gallery is redrawn with it
+    # lazy images off screen (a phone scrolled down to the button) are not drawn in a full-page picture
+    page.evaluate("() => document.querySelectorAll('img[loading=lazy]').forEach(i => i.loading = 'eager')")
+    page.wait_for_function("() => [...document.querySelectorAll('#proponents img, #query-img img')]"
+                           ".every(i => i.complete && i.naturalWidth > 0)", timeout=60_000)
+    page.wait_for_timeout(2000)
+    page.screenshot(path=path, full_page=True)
+
+
 def main():
     a = argparse.ArgumentParser()
     a.add_argument("--out", required=True)
     a.add_argument("--narrow", action="store_true", help="also 390 px wide")
     a.add_argument("--icons", action="store_true", help="also the icons model's Attribute view (themes installed)")
     a.add_argument("--icons-seed", type=int, default=3)
+    a.add_argument("--emoji", default=None, metavar="PROMPT",
+                   help="also the emoji LoRA's answer to PROMPT in Twemoji's style (building its features if needed)")
     args = a.parse_args()
     from playwright.sync_api import sync_playwright
     os.makedirs(args.out, exist_ok=True)
@@ -115,6 +144,8 @@ def main():
                     page.locator("#proponents img").nth(7).wait_for(timeout=300_000)
                     page.wait_for_timeout(4000)
                     page.screenshot(path=os.path.join(args.out, f"icons{suffix}.png"), full_page=True)
+                if args.emoji:  # a typed prompt, a style, the proponents with their designers, the credit panel
+                    emoji_view(page, args.emoji, os.path.join(args.out, f"emoji{suffix}.png"))
                 page.close()
             b.close()
 

@@ -14,6 +14,7 @@ import torch
 from .models import CheckpointError
 
 TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+TRANSFORMER_TARGETS = ("proj_in", "proj_out", "ff.net.0.proj", "ff.net.2")  # the rest of each transformer block
 WEIGHTS = "pytorch_lora_weights.safetensors"
 
 

@@ -59,17 +59,23 @@ def lora_fingerprint(paths: AssetPaths, indices: list[int], lora: lora_lib.LoRAC
     return hashlib.sha256(json.dumps(record, sort_keys=True, default=list).encode()).hexdigest()[:16]
 
 
+def recipe(lora: dict | None = None, train: dict | None = None):
+    """(LoRA config, training config) of the retrained LoRAs: the shipped LoRA's, with ``lora`` / ``train``
+    overrides (tests use a tiny one)."""
+    from .emoji import LORA, LORA_TRAIN
+    return replace(LORA, **{**(lora or {}), "targets": tuple((lora or {}).get("targets", LORA.targets))}), \
+        replace(LORA_TRAIN, **(train or {}))
+
+
 def lora_job(indices: list[int], out_dir: str, queries: str | None = None, gt: tuple = (), root: str | None = None,
              lora: dict | None = None, train: dict | None = None, threads: int = 1) -> str:
     """Trains the LoRA recipe on training positions ``indices`` (base fixed), saves the adapters and (with
     ``queries``) the ground-truth outputs of every benchmark query; resumes an interrupted training from its
     state file."""
-    from .emoji import LORA, LORA_TRAIN, _train_lora
+    from .emoji import _train_lora
     torch.set_num_threads(threads)
     paths = _paths(root)
-    lcfg = lora_lib.LoRAConfig(**{**asdict(LORA), **(lora or {})}) if lora else LORA
-    lcfg = replace(lcfg, targets=tuple(lcfg.targets))
-    tcfg = replace(LORA_TRAIN, **(train or {}))
+    lcfg, tcfg = recipe(lora, train)
     done, outputs = os.path.join(out_dir, "done.json"), os.path.join(out_dir, "outputs.npy")
     fingerprint = lora_fingerprint(paths, indices, lcfg, tcfg)
     if os.path.exists(done) and read_json(done).get("fingerprint") == fingerprint and (
@@ -77,7 +83,8 @@ def lora_job(indices: list[int], out_dir: str, queries: str | None = None, gt: t
         return out_dir
     os.makedirs(out_dir, exist_ok=True)
     t0 = time.time()
-    unet, text_encoder, tokenizer, log = _train_lora(indices, tcfg, os.path.join(out_dir, f"state_{fingerprint}.pt"),
+    unet, text_encoder, tokenizer, log = _train_lora(indices, tcfg,
+                                                    os.path.abspath(os.path.join(out_dir, f"state_{fingerprint}.pt")),
                                                     progress=False, paths=paths, lora=lcfg)
     lora_lib.save_lora(unet, os.path.join(out_dir, "lora"))
     if queries:
@@ -183,7 +190,7 @@ def run_counterfactual(cfg: EvalConfig = EMOJI_EVAL, root: str | None = None, ca
             base = os.path.join(_paths(root).base, "base")
             unet, te, tok = t2i.load_pipeline(base)
             vae = t2i.load_vae(base)
-            lora_lib.load_lora(unet, os.path.join(jobs[m, j]["out_dir"], "lora"), engine.task.lora_config)
+            lora_lib.load_lora(unet, os.path.join(jobs[m, j]["out_dir"], "lora"), recipe(lora, train)[0])
             regen.append(t2i.to_images(vae, t2i.sample(unet, te, tok, [q.caption], [seeds[j]], PROMPT_STEPS,
                                                        GUIDANCE, latent=vae is not None))[0])
         regen = torch.stack(regen)

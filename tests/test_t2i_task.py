@@ -111,7 +111,8 @@ def test_the_lora_lds_stage_retrains_halves_measures_the_truth_and_resumes(tiny_
     # the truth of subset 1, query 4 (a prompt), written out: mean over t of (1/d)‖ε − ε_θ(x_t, t, c)‖²
     job = os.path.join(root, "emoji", "runs", "lds", "subset_001")
     unet, te, tok = t2i.load_pipeline(os.path.join(root, "emoji", "base"))
-    lora.load_lora(unet, os.path.join(job, "lora"), lora.LoRAConfig(rank=2, alpha=2))
+    from precompute.emoji import LORA
+    lora.load_lora(unet, os.path.join(job, "lora"), replace(LORA, rank=2, alpha=2))  # the recipe, shrunk
     q = res.queries
     assert str(q["caption"][4]) == engine.benchmark_query(4).caption
     assert q["x"].shape[1:] == (4, 8, 8) and q["image"].shape[1:] == (3, 32, 32)  # latents, with their images

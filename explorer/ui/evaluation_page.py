@@ -80,5 +80,6 @@ def benchmark_gallery(dataset):
     if not eng.results.has_queries:
         return []
     q = eng.results.queries
+    shown = q["image"] if "image" in q else q["x"]  # a latent model's queries carry their images
     return [(_png(torch.from_numpy(x.astype(np.float32)), max(1, 48 // x.shape[-1])),
-             f"#{i} {'real' if s == 0 else 'generated'}") for i, (x, s) in enumerate(zip(q["x"], q["split"]))]
+             f"#{i} {'real' if s == 0 else 'generated'}") for i, (x, s) in enumerate(zip(shown, q["split"]))]
