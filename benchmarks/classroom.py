@@ -22,7 +22,7 @@ from screenshots import served  # noqa: E402
 from explorer.attribution.registry import BASELINE_METHOD, DEFAULT_METHOD  # noqa: E402
 
 BUILD = ("digits", DEFAULT_METHOD, "random", 10, "exact")  # a build nobody has cached: random timesteps
-STEPS = 6
+STEPS = 7
 
 
 def expected_items() -> list[tuple[int, int]]:

@@ -12,7 +12,7 @@ import time
 from contextlib import contextmanager
 
 TABS = ["Attribute", "Compare", "Timesteps", "Evaluation", "Lesson", "Learn"]
-LESSON_STEPS = 6
+LESSON_STEPS = 7
 
 
 def free_port() -> int:

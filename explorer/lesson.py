@@ -1,4 +1,4 @@
-"""The guided lesson: six steps through what the explorer shows, each built from shipped results only
+"""The guided lesson: seven steps through what the explorer shows, each built from shipped results only
 (stored benchmark scores, ``lds.json``, the counterfactual, and ``lesson.json`` written by
 ``python -m precompute lesson``). Every number a step states is in its ``numbers`` and read from
 those files here, never typed into the text."""
@@ -23,6 +23,7 @@ class LessonConfig:
     dataset: str = "digits"  # steps 1 and 3-6
     duplicates_dataset: str = "shapes"  # step 2: planted near-duplicate pairs
     known_dataset: str = "icons"  # step 2 too, when installed: copies nobody planted (48×48 drawings)
+    credit_dataset: str = "emoji"  # step 7: a text-to-image LoRA trained on named artists' drawings
     query: int = 108  # benchmark image: generated from seed 8, also one of the counterfactual's seeds
     method: str = DEFAULT_METHOD
     S: int = 10
@@ -52,7 +53,7 @@ class Step:
 
 
 TITLES = ("What attribution means", "A planted copy", "For and against", "Early vs late in denoising",
-          "Is it right? (LDS)", "Remove and retrain")
+          "Is it right? (LDS)", "Remove and retrain", "Who gets the credit?")
 
 
 def _tiles(eng, idx, scores, mark: dict | None = None) -> list:
@@ -257,13 +258,47 @@ def step_counterfactual(eng) -> Step:
          "random_median": med["random"], "ratio": med[D] / med["random"], "removed": res["k"]})
 
 
-STEPS = (step_attribution, step_duplicates, step_opponents, step_walk, step_lds, step_counterfactual)
+def step_credit(eng) -> Step:
+    """The paper's reason for attribution: crediting the people whose work a model learned from — one prompt's
+    answer from the emoji LoRA, stored by ``python -m precompute known --dataset emoji``."""
+    ex = (eng.results.known() or {}).get("lesson")
+    if ex is None:
+        raise LessonMissing(f"{eng.task.paths.dataset} has no stored credit example (python -m precompute known)")
+    artists = eng.data.meta.get("artists", {})
+    teams = [artists.get(n, n) for n in ex["styles"]]
+    meta, idx = eng.data.meta, eng.data.train_idx
+    tiles = [(eng.data.train_x[i], [f"#{r + 1} · {meta['name'][int(idx[i])]}", meta["author"][int(idx[i])]])
+             for r, i in enumerate(ex["top"])]
+    image = torch.tensor(ex["image"], dtype=torch.float32) / 127.5 - 1
+    split = " and ".join(f"**{t} {c:.0%}**" for t, c in zip(teams, ex["credit"]))
+    people = ", ".join(f"{name} ({share:.0%})" for name, share in ex["designers"])
+    return Step(
+        TITLES[6],
+        f"A small Stable Diffusion-style model, LoRA-fine-tuned on {len(idx)} emoji drawn by two teams — Twitter's "
+        f"Twemoji and OpenMoji's named designers — drew this for the prompt “{ex['prompt']}”. Summing D-TRAK's "
+        f"positive scores by who drew each training image splits the credit {split}, against "
+        f"{' / '.join(f'{s:.0%}' for s in ex['share'])} of the training set; credited most: {people}. This is why "
+        f"the paper wants attribution: to credit, and perhaps pay, the people whose work a model learned from. "
+        f"Read it with care: on this model the prompt's words carry much of the answer.",
+        "Left: the generated image. Right: the training drawings with the highest D-TRAK scores, with who drew "
+        "each. The plot: each team's share of the credit against its share of the training set.",
+        [Panel("Query: a prompt's image", [(image, [ex["prompt"], f"seed {ex['seed']}"])]),
+         Panel(f"Top {len(ex['top'])} D-TRAK proponents", tiles)],
+        [("credit", {"groups": teams, "credit": np.array(ex["credit"]), "share": np.array(ex["share"]),
+                     "title": "Credit for this output"})],
+        {"prompt": ex["prompt"], "credit": dict(zip(teams, ex["credit"])), "designers": ex["designers"],
+         "n_train": len(idx)})
+
+
+STEPS = (step_attribution, step_duplicates, step_opponents, step_walk, step_lds, step_counterfactual, step_credit)
 
 
 def lesson_step(i: int, engine) -> Step:
     """Step i (0-based) built from ``engine(dataset)``'s shipped results."""
     if STEPS[i] is step_duplicates:
         return step_duplicates(engine(LESSON.duplicates_dataset), _optional(engine, LESSON.known_dataset))
+    if STEPS[i] is step_credit:
+        return step_credit(engine(LESSON.credit_dataset))
     return STEPS[i](engine(LESSON.dataset))
 
 

@@ -321,8 +321,32 @@ def run_known(n_prompts: int | None = None, steps: int = 50, dataset: str = "emo
         print(f"{m}: name match top-1 {row['name_top1']:.1%} top-5 {row['name_top5']:.1%}; style credit {style_credit}")
     for m, row in cross_artist(engine, st, n_uploads).items():
         out["methods"][m].update(row)
+    out["lesson"] = credit_example(engine, st)
     engine.results.save_known(out)
     return out
+
+
+LESSON_PROMPT = ("hamburger, twemoji", 0)  # the lesson's credit step: this prompt, from this seed
+
+
+def credit_example(engine, st: TimestepStrategy, prompt: tuple[str, int] = LESSON_PROMPT, k: int = 8) -> dict:
+    """One prompt's answer stored for the lesson (which reads shipped results only): the generated image (uint8),
+    D-TRAK's top ``k`` proponents and the positive attribution's split by artist team and by designer."""
+    from explorer.compare import credit, group_shares
+    text, seed = prompt
+    q = engine.task.prompt(text, seed=seed)
+    s = engine.scores([q], DEFAULT_METHOD, st, known_lambda(engine, DEFAULT_METHOD, st))[0]
+    ds = engine.data
+    ids, names = ds.train_styles
+    authors = np.array(ds.meta["author"])[ds.train_idx]
+    people = sorted(set(authors))
+    by_person = credit(s, np.array([people.index(a) for a in authors]), len(people))
+    top = np.argsort(-s, kind="stable")[:k]
+    image = ((q.shown.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return {"prompt": text, "seed": seed, "method": DEFAULT_METHOD, "S": st.S, "image": image.tolist(),
+            "top": top.tolist(), "top_scores": s[top].tolist(), "styles": names,
+            "credit": credit(s, ids, len(names)).tolist(), "share": group_shares(ids, len(names)).tolist(),
+            "designers": [[str(people[b]), float(by_person[b])] for b in np.argsort(-by_person, kind="stable")[:3]]}
 
 
 def cross_artist(engine, st: TimestepStrategy, n_uploads: int | None = None) -> dict:

@@ -1,5 +1,5 @@
 """The guided lesson: every number it states is the one in the shipped results files (read here with
-plain numpy / json, independently of explorer.lesson), and a real browser clicks through all six steps."""
+plain numpy / json, independently of explorer.lesson), and a real browser clicks through all seven steps."""
 import json
 import os
 
@@ -36,7 +36,7 @@ def test_step_numbers_equal_the_shipped_results(steps):
     s, split, col, seed = _stored_scores()
     from sklearn.datasets import load_digits
     labels = load_digits().target[np.load(os.path.join(ASSETS, LESSON.dataset, "split", "train_idx.npy"))]
-    one, dup, opp, walk, lds, cf = steps
+    one, dup, opp, walk, lds, cf, who = steps
     # 1: the stored D-TRAK top 8 of the benchmark image, and how many share the classifier's reading
     top = np.argsort(-s, kind="stable")[:LESSON.k]
     assert one.numbers["seed"] == seed and one.numbers["n_train"] == len(s)
@@ -82,6 +82,18 @@ def test_step_numbers_equal_the_shipped_results(steps):
     assert cf.numbers["dtrak_l2"] == c["methods"]["dtrak"]["l2"][j] and f"**{c['methods']['dtrak']['l2'][j]:.2f}**" in cf.text
     assert f"**{ratio:.1f}×**" in cf.text and cf.numbers["ratio"] == pytest.approx(ratio)
     assert cf.numbers["removed"] == c["k"] and cf.numbers["random_l2"] == c["methods"]["random"]["l2"][j]
+    # 7: who gets the credit, from the emoji LoRA's known.json: the split re-derived from the shipped drawings' makers
+    ex = _json(LESSON.credit_dataset, "eval", "known.json")["lesson"]
+    data = _json(LESSON.credit_dataset, "data", "emoji.json")["lora"]
+    assert who.numbers["prompt"] == ex["prompt"] and f"“{ex['prompt']}”" in who.text
+    twemoji = dict(zip(ex["styles"], ex["credit"]))["twemoji"]
+    assert who.numbers["credit"]["Twitter (Twemoji)"] == twemoji and f"**Twitter (Twemoji) {twemoji:.0%}**" in who.text
+    assert abs(sum(ex["credit"]) - 1) < 1e-9 and ex["share"] == [0.5, 0.5]
+    from explorer.datasets.emoji import load_emoji
+    idx = load_emoji().train_idx
+    top_makers = [data[int(idx[i])]["author"] for i in ex["top"]]
+    assert [t[1][1] for t in who.panels[1].items] == top_makers  # each proponent names who drew it
+    assert f"{ex['designers'][0][0]} ({ex['designers'][0][1]:.0%})" in who.text
 
 
 def test_the_shipped_timestep_walk_is_what_the_lesson_stage_computes():

@@ -28,7 +28,7 @@ def build_app(default_dataset: str | None = None, warm: bool = True) -> gr.Block
     with gr.Blocks(title="Diffusion Attribution Explorer") as demo:
         gr.Markdown("### Diffusion Attribution Explorer — which training images does a diffusion model's output come from?")
         gr.Markdown(HOWTO)
-        lesson_btn = gr.Button("▶ Start the six-step lesson", size="sm", elem_id="start-lesson")
+        lesson_btn = gr.Button("▶ Start the seven-step lesson", size="sm", elem_id="start-lesson")
         shown = gr.State(None)
         # the uploaded file: a hidden component (not a State) so API clients can upload through Gradio too
         upload_path = gr.File(None, type="filepath", visible=False, label="Upload (image file)")
@@ -150,8 +150,8 @@ def build_app(default_dataset: str | None = None, warm: bool = True) -> gr.Block
                                             columns=5, height="auto", allow_preview=False, elem_classes=["tiles"],
                                             elem_id="cf-gallery")
                     with gr.Tab("Lesson", id="lesson", elem_id="lesson-tab") as lesson_tab:
-                        gr.Markdown("Six short steps, a minute each, from shipped results (nothing to compute): "
-                                    "what attribution is, how to read it, and how far to trust it.")
+                        gr.Markdown("Seven short steps, a minute each, from shipped results (nothing to compute): "
+                                    "what attribution is, how to read it, how far to trust it, and who gets the credit.")
                         with gr.Row(elem_id="lesson-steps"):
                             step_btns = [gr.Button(f"{j + 1}. {title}", size="sm", elem_id=f"lesson-step-{j + 1}",
                                                    min_width=120) for j, title in enumerate(TITLES)]

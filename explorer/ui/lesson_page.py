@@ -1,4 +1,4 @@
-"""The Lesson tab: six steps from shipped results, rendered fresh for every visitor."""
+"""The Lesson tab: seven steps from shipped results, rendered fresh for every visitor."""
 from __future__ import annotations
 
 from functools import lru_cache
@@ -12,7 +12,7 @@ from .session import Problem, engine, log, tile
 
 
 LESSON_PANELS = 4  # image rows a lesson step may show
-LESSON_PLOTS = {"histogram": plots.score_histogram, "scatter": plots.lds_scatter,
+LESSON_PLOTS = {"histogram": plots.score_histogram, "scatter": plots.lds_scatter, "credit": plots.credit_bars,
                 "bars": lambda rows, split: plots.lds_bars(rows, split, {n: m.label for n, m in METHODS.items()})}
 
 

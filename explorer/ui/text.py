@@ -64,7 +64,7 @@ random images (large $L_2$, low cosine).
 
 
 LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}]
-HOWTO = ("New to data attribution? Take the six-step lesson (the button below). **1.** Pick a query: a benchmark image, a "
+HOWTO = ("New to data attribution? Take the seven-step lesson (the button below). **1.** Pick a query: a benchmark image, a "
          "generated seed, or your own upload. **2.** Pick a method (D-TRAK is the paper's). **3.** Read the training "
          "images that most raised (proponents) or lowered (opponents) the model's output; the *Evaluation* tab says "
          "how far each method can be trusted.")
