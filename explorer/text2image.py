@@ -1,7 +1,8 @@
 """A miniature of Stable Diffusion's text-to-image setting, trained here:
 
 - optionally a latent space: a small ``AutoencoderKL`` (``explorer.autoencoder``); the UNet then draws
-  latents z = s · mode(q(z | x)) and the VAE decodes them (SD's design, and 12× cheaper than pixels);
+  latents z = s · mode(q(z | x)) and the VAE decodes them (SD's design: 4×8×8 latents are 12× fewer numbers
+  than 32×32 RGB pixels);
 - a word-level tokenizer built from the captions' own vocabulary (``tokenizers`` WordLevel, wrapped as a
   ``transformers`` fast tokenizer, saved with ``save_pretrained``), ``[BOS] words [EOS] [PAD]…``;
 - ``transformers.CLIPTextModel`` from a small config (nothing downloaded), whose last hidden states

@@ -184,13 +184,12 @@ def run_counterfactual(cfg: EvalConfig = EMOJI_EVAL, root: str | None = None, ca
     images, out = {"original": original.numpy().astype(np.float16)}, {
         "k": k, "n": n, "seeds": seeds, "prompts": [q.caption for q in qs], "cosine_space": "pixels",
         "retrain_seconds": time.time() - t0, "methods": {}}
+    base, vae, lcfg = os.path.join(_paths(root).base, "base"), engine.task.vae, recipe(lora, train)[0]  # VAE fixed
     for m in methods:
         regen = []
         for j, q in enumerate(qs):
-            base = os.path.join(_paths(root).base, "base")
-            unet, te, tok = t2i.load_pipeline(base)
-            vae = t2i.load_vae(base)
-            lora_lib.load_lora(unet, os.path.join(jobs[m, j]["out_dir"], "lora"), recipe(lora, train)[0])
+            unet, te, tok = t2i.load_pipeline(base)  # a fresh base for each retrained LoRA's adapters
+            lora_lib.load_lora(unet, os.path.join(jobs[m, j]["out_dir"], "lora"), lcfg)
             regen.append(t2i.to_images(vae, t2i.sample(unet, te, tok, [q.caption], [seeds[j]], PROMPT_STEPS,
                                                        GUIDANCE, latent=vae is not None))[0])
         regen = torch.stack(regen)
