@@ -132,8 +132,8 @@ class Engine:
         """``Refused`` (naming what to pick instead) when the method cannot answer these queries on this model."""
         m = _method(method)
         if self.task.train_context is not None and not m.needs.captions:
-            raise Refused(f"{m.label} does not attribute text-to-image models yet: its fit or query path runs the "
-                          f"model without a caption. Use D-TRAK, TRAK or a similarity method.")
+            raise Refused(f"{m.label} does not attribute text-to-image models yet: its query path runs the model "
+                          f"without the prompt. Use D-TRAK, TRAK, DAS, EK-FAC or a similarity method.")
         if m.needs.classifier and self.task.classifier is None:
             raise Refused(f"{m.label} needs a classifier, and this model's images have no class labels.")
         if m.needs.generated_only and any(q.trajectory is None for q in queries):
@@ -224,7 +224,7 @@ class Engine:
             lam = self.results.lam(m.name, s_key(m.needs.timesteps, s), split)
             if lam is not None:
                 return float(lam)
-        if self.task.scaled_lambda and train:
+        if self.task.scaled_lambda and train and m.needs.kernel:  # EK-FAC's λ is relative to its own curvature
             return damping.scaled(train[0].norms())
         return damping.FALLBACK_LAMBDA
 

@@ -325,13 +325,17 @@ class FeatureStore:
         return self._kernels[key]
 
     def fitted(self, name: str, fit: Callable, model_dir: str, strategy: TimestepStrategy):
-        """A method's fit over the training set — ``fit(model, training images, their uids, strategy, seed)``
-        (DAS's residuals, EK-FAC's factors) — once per (name, model, timesteps); kept in memory for the
-        life of the engine. The fit is the method's; the store only memoises it."""
+        """A method's fit over the training set — ``fit(model, training inputs, their uids, strategy, seed,
+        context=, param_names=, schedule=)`` (DAS's residuals, EK-FAC's factors), with the task's encoded
+        training captions (text-to-image; else None), attributed parameters (None: all) and noise schedule —
+        once per (name, model, timesteps); kept in memory for the life of the engine. The fit is the method's;
+        the store only memoises it."""
         key = (name, model_dir, strategy.key)
         if key not in self._fits:
             self._fits[key] = fit(self.model(model_dir), self.task.train_inputs,
-                                  [int(u) for u in self.task.data.train_idx], strategy, self.seed)
+                                  [int(u) for u in self.task.data.train_idx], strategy, self.seed,
+                                  context=self.task.train_context, param_names=self.task.param_names,
+                                  schedule=self.task.schedule)
         return self._fits[key]
 
     # ---- query features ----

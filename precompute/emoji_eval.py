@@ -42,7 +42,8 @@ from .jobs import run_jobs
 # the counterfactual: 4 prompts × (3 methods + random) = 16 LoRAs retrained without the top 20 % proponents
 EMOJI_EVAL = EvalConfig(n_val=100, n_gen=100, gt_t_every=20, gt_draws=1, cf_queries=4, cf_S=10,
                         cf_methods=(BASELINE_METHOD, DEFAULT_METHOD, GRADIENT_FREE_METHOD),
-                        plan=[(m, 10) for m in (DEFAULT_METHOD, BASELINE_METHOD, PIXEL_METHOD, GRADIENT_FREE_METHOD)])
+                        plan=[(m, 10) for m in (DEFAULT_METHOD, BASELINE_METHOD, "das", "ekfac", PIXEL_METHOD,
+                                                GRADIENT_FREE_METHOD)])
 PROMPT_STEPS = 50
 
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from explorer.attribution.timesteps import TimestepStrategy
+from explorer.attribution.damping import FALLBACK_LAMBDA
+from explorer.attribution.timesteps import TimestepStrategy, seeded_noise
 
 ST = TimestepStrategy("uniform", 2)
 
@@ -56,9 +57,6 @@ def test_a_prompt_is_generated_and_attributed_and_unknown_words_are_named(engine
     assert res.scores.shape == (len(task.data.train_idx),) and np.isfinite(res.scores).all()
     assert task.unknown_words("a purple red apple") == ["a", "purple"]
     assert task.styles == ["openmoji", "twemoji"]  # the style words the LoRA's captions end with
-    for refused in ("das", "ekfac", "journey-trak"):  # their fits / query paths run the UNet without a caption
-        with pytest.raises(ValueError, match="does not attribute text-to-image models yet"):
-            engine.attribute(q, refused, ST)
     nda = engine.attribute(q, "nda", ST)  # pixel space: no model call, no caption needed
     assert nda.scores.shape == res.scores.shape
     with pytest.raises(ValueError, match="prompt"):
@@ -142,3 +140,46 @@ def test_the_lora_lds_stage_retrains_halves_measures_the_truth_and_resumes(tiny_
         assert cf["methods"][m]["l2"][0] > 0 and -1 <= cf["methods"][m]["cosine"][0] < 1  # retrained: it moved
     stored, images = res.counterfactual()
     assert stored == cf and images["dtrak"].shape == images["original"].shape == (1, 3, 32, 32)
+
+
+def test_das_and_ekfac_attribute_the_lora_under_each_caption(engine):
+    """DAS's residuals and EK-FAC's curvature over the LoRA: each training image read under its own caption
+    (against one forward / one autograd call per image and timestep), EK-FAC factored over the adapters' A and
+    B layers alone; both answer a prompt; Journey-TRAK (its sampling path has no caption) is still refused."""
+    from explorer.attribution.methods.das import residual_sizes
+    from explorer.attribution.methods.ekfac import fit_ekfac
+    from explorer.schedule import DDPM
+    task = engine.task
+    model, x, ctx = task.model, task.train_inputs[:3], task.train_context[:3]
+    uids = [int(u) for u in task.data.train_idx[:3]]
+    ts = ST.timesteps()
+    eps = seeded_noise(uids, ts, tuple(x.shape[1:])).reshape(-1, *x.shape[1:])
+    t = torch.tensor(ts).repeat(3)
+    xt = DDPM.add_noise(x.repeat_interleave(len(ts), 0), eps, t)
+    with torch.no_grad():
+        pred = torch.cat([model(xt[e:e + 1], t[e:e + 1], ctx[e // len(ts)][None]).sample for e in range(len(xt))])
+    r = ((eps - pred).flatten(1).norm(dim=1) / x[0].numel() ** 0.5).reshape(3, -1).mean(1).double().numpy()
+    np.testing.assert_allclose(residual_sizes(model, x, uids, ST, context=ctx), r, rtol=1e-4)
+    assert not np.allclose(residual_sizes(model, x, uids, ST, context=ctx.roll(1, 0)), r, rtol=1e-3)
+
+    factors = fit_ekfac(model, x, uids, ST, seed=0, context=ctx, param_names=task.param_names)
+    assert sorted(f.weight for f in factors) == sorted(task.param_names) and all(f.bias is None for f in factors)
+    target = pred + torch.randn(pred.shape, generator=torch.Generator().manual_seed(7919 * 1 + 1))  # pass 2's draw
+    params = {n: p for n, p in model.named_parameters() if n in set(task.param_names)}
+    f = min(factors, key=lambda f: f.lam.numel())
+    dw = []
+    for e in range(len(xt)):
+        out = model(xt[e:e + 1], t[e:e + 1], ctx[e // len(ts)][None]).sample
+        dw.append(torch.autograd.grad(0.5 * (out - target[e:e + 1]).pow(2).sum(), params[f.weight])[0]
+                  .reshape(f.qs.shape[0], -1))
+    diag = (f.qs.double().T @ torch.stack(dw).double() @ f.qa.double()).pow(2).mean(0)
+    np.testing.assert_allclose(f.lam.double().numpy(), diag.numpy(), rtol=2e-3, atol=1e-6 * diag.max().item())
+
+    q = task.prompt("red apple, twemoji", seed=3, steps=5)
+    for name in ("das", "ekfac"):
+        a = engine.attribute(q, name, ST)
+        assert a.scores.shape == (len(task.data.train_idx),) and np.isfinite(a.scores).all() and a.scores.std() > 0
+    # untuned, EK-FAC's damping stays relative to each layer's curvature (the kernel methods' λ scales to ‖φ‖²)
+    assert engine.default_lambda("ekfac", ST.S) == FALLBACK_LAMBDA
+    with pytest.raises(ValueError, match="does not attribute text-to-image models yet"):
+        engine.attribute(q, "journey-trak", ST)

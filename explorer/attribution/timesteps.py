@@ -95,11 +95,17 @@ def seeded_noise(uids: list[int], timesteps: list[int], shape: tuple, seed: int 
     return out
 
 
-def noised_pairs(x: torch.Tensor, uids: list[int], timesteps: list[int], seed: int = 0
+def noised_pairs(x: torch.Tensor, uids: list[int], timesteps: list[int], seed: int = 0, schedule=None
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Every (image, timestep) pair of images x (N, C, H, W) noised with its seeded ε:
-    (x_t, ε, t), each N·S rows, image-major (row i·S + s is image i at t_s)."""
+    """Every (image, timestep) pair of images x (N, C, H, W) noised with its seeded ε under ``schedule``
+    (default the project's DDPM): (x_t, ε, t), each N·S rows, image-major (row i·S + s is image i at t_s)."""
     from ..schedule import DDPM
     eps = seeded_noise(uids, timesteps, tuple(x.shape[1:]), seed).reshape(-1, *x.shape[1:])
     t = torch.tensor([int(v) for v in timesteps]).repeat(len(x))
-    return DDPM.add_noise(x.repeat_interleave(len(timesteps), 0), eps, t), eps, t
+    return (schedule or DDPM).add_noise(x.repeat_interleave(len(timesteps), 0), eps, t), eps, t
+
+
+def caption_kwargs(context: torch.Tensor | None, a: int, per: int, S: int) -> dict:
+    """The UNet's caption argument for the ``noised_pairs`` rows of images a … a + per: each image's encoded
+    caption repeated for its S timesteps; nothing for an unconditional model (``context`` None)."""
+    return {} if context is None else {"encoder_hidden_states": context[a:a + per].repeat_interleave(S, 0)}

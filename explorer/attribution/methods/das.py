@@ -20,27 +20,30 @@ error spreads over t rather than its size).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from ..method import Method, Needs
-from ..timesteps import TimestepStrategy, noised_pairs
+from ..method import Method
+from ..timesteps import TimestepStrategy, caption_kwargs, noised_pairs
 
 
 def residual_sizes(model: torch.nn.Module, x: torch.Tensor, uids: list[int], strategy: TimestepStrategy,
-                   seed: int = 0, batch: int = 1024) -> np.ndarray:
-    """r_i = (1/S) Σ_s ‖ε_s − ε_θ(x_{i,t_s}, t_s)‖ / √d for images x (n, C, H, W), with the seeded
-    noise ε(seed, uid_i, t_s) the gradient features use (no gradients)."""
+                   seed: int = 0, batch: int = 1024, context: torch.Tensor | None = None, schedule=None,
+                   param_names: list[str] | None = None) -> np.ndarray:
+    """r_i = (1/S) Σ_s ‖ε_s − ε_θ(x_{i,t_s}, t_s)‖ / √d for inputs x (n, C, H, W), with the seeded
+    noise ε(seed, uid_i, t_s) the gradient features use (no gradients); a text-to-image model reads each
+    image under its own encoded caption ``context`` (n, L, hidden). ``param_names`` is unused (r_i reads
+    outputs only); ``schedule``: the model's noise schedule (default the project's)."""
     from ...models import model_lock
     ts, d = [int(t) for t in strategy.timesteps()], x[0].numel()
     out = np.zeros(len(x))
     per = max(1, batch // len(ts))
     for a in range(0, len(x), per):
-        xt, eps, t = noised_pairs(x[a:a + per], uids[a:a + per], ts, seed)
+        xt, eps, t = noised_pairs(x[a:a + per], uids[a:a + per], ts, seed, schedule)
         with torch.no_grad(), model_lock(model):
-            pred = model(xt, t).sample
+            pred = model(xt, t, **caption_kwargs(context, a, per, len(ts))).sample
         err = (eps - pred).reshape(len(x[a:a + per]), len(ts), -1).norm(dim=-1) / d ** 0.5
         out[a:a + per] = err.mean(1).double().numpy()
     return out
@@ -49,10 +52,6 @@ def residual_sizes(model: torch.nn.Module, x: torch.Tensor, uids: list[int], str
 @dataclass(frozen=True)
 class ResidualWeightedMethod(Method):
     """The kernel score of ``output_fn`` features times each training image's residual size r_i."""
-
-    @property
-    def needs(self) -> Needs:
-        return replace(super().needs, captions=False)
 
     def query_features(self, store, queries, strategy, noise_seed=None) -> list:
         """The query features, and with them the training images' r_i, per model (the score needs both)."""

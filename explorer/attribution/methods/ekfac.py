@@ -16,7 +16,9 @@ outputs of the loss with *sampled* targets (y ~ N(ε_θ(x_t), I), so E[δδᵀ] 
 the weight gradient of one (image, timestep) example. The inverse applied to a gradient matrix V is
 Q_S [(Q_Sᵀ V Q_A) / (Λ + λ_l)] Q_Aᵀ, with λ_l = λ · mean(Λ_l) (damping relative to each layer's scale,
 so one λ grid fits every layer). Parameters outside Linear / Conv2d layers (group-norm scales and
-shifts: 0.7 % of the digits model) are left out of the score, as in kronfluence.
+shifts: 0.7 % of the digits model) are left out of the score, as in kronfluence. A text-to-image LoRA is
+factored over its adapters alone (each A and B is a Linear or Conv2d layer; the frozen base is not attributed),
+every training image under its own caption, as the LoRA's gradient features are.
 
 Because the preconditioner is symmetric, only the query's gradient is preconditioned; the training
 side is TRAK's stored L_Simple features (exact, or projected: then the preconditioned query gradient is
@@ -32,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from ..method import Method, Needs
-from ..timesteps import TimestepStrategy, noised_pairs
+from ..timesteps import TimestepStrategy, caption_kwargs, noised_pairs
 
 # the first convolution's input (the noised image) needs no gradient; its output gradient is all we use
 warnings.filterwarnings("ignore", "Full backward hook is firing when gradients are computed with respect to module")
@@ -54,8 +56,12 @@ class LayerFactors:
         return self.qs @ r @ self.qa.T
 
 
-def _layers(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
-    return {n: m for n, m in model.named_modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))}
+def _layers(model: torch.nn.Module, param_names: list[str] | None = None) -> dict[str, torch.nn.Module]:
+    """The Linear and Conv2d layers whose weight is attributed (``param_names``; None: every layer). With a
+    LoRA these are the adapters' A and B layers: the curvature is the LoRA parameters' own."""
+    keep = None if param_names is None else set(param_names)
+    return {n: m for n, m in model.named_modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))
+            and (keep is None or (f"{n}.weight" in keep and (m.bias is None or f"{n}.bias" in keep)))}
 
 
 def _activations(m: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -78,12 +84,14 @@ def _output_grads(m: torch.nn.Module, g: torch.Tensor) -> torch.Tensor:
     return g.reshape(g.shape[0], -1, g.shape[-1])
 
 
-def _sampled_passes(model, x, uids, strategy: TimestepStrategy, seed: int, draw: int, batch: int, on_batch) -> None:
+def _sampled_passes(model, x, uids, strategy: TimestepStrategy, seed: int, draw: int, batch: int, on_batch,
+                    layers: dict, context: torch.Tensor | None = None, schedule=None) -> None:
     """Forward + backward of the loss with sampled targets for every (image, timestep), noised with the
-    features' seeded ε (``seed``); the targets' draw ``draw`` is seeded on its own. ``on_batch(acts,
-    grads)`` receives each layer's (N, P, in+1) inputs and (N, P, out) output gradients."""
+    features' seeded ε (``seed``) under ``schedule``, each image under its encoded caption ``context``
+    (text-to-image); the targets' draw ``draw`` is seeded on its own. ``on_batch(acts, grads)`` receives
+    each of ``layers``' (N, P, in+1) inputs and (N, P, out) output gradients."""
     from ...models import model_lock
-    layers, acts, grads = _layers(model), {}, {}
+    acts, grads = {}, {}
     hooks = []
     for name, m in layers.items():
         hooks.append(m.register_forward_hook(lambda mod, inp, out, n=name: acts.__setitem__(n, inp[0].detach())))
@@ -94,9 +102,9 @@ def _sampled_passes(model, x, uids, strategy: TimestepStrategy, seed: int, draw:
     try:
         with model_lock(model):
             for a in range(0, len(x), per):
-                xt, _, t = noised_pairs(x[a:a + per], uids[a:a + per], ts, seed)
+                xt, _, t = noised_pairs(x[a:a + per], uids[a:a + per], ts, seed, schedule)
                 model.zero_grad(set_to_none=True)
-                pred = model(xt, t).sample
+                pred = model(xt, t, **caption_kwargs(context, a, per, len(ts))).sample
                 target = pred.detach() + torch.randn(pred.shape, generator=gen)
                 (0.5 * (pred - target).pow(2).sum()).backward()
                 on_batch({n: _activations(layers[n], acts[n]) for n in layers},
@@ -108,10 +116,14 @@ def _sampled_passes(model, x, uids, strategy: TimestepStrategy, seed: int, draw:
 
 
 def fit_ekfac(model: torch.nn.Module, x: torch.Tensor, uids: list[int], strategy: TimestepStrategy, seed: int = 0,
-              batch: int = 512) -> list[LayerFactors]:
-    """EK-FAC factors of the model's training loss over images x (N, C, H, W) at the strategy's timesteps:
-    pass 1 accumulates A and S and eigendecomposes them, pass 2 the corrected eigenvalues."""
-    layers = _layers(model)
+              batch: int = 512, context: torch.Tensor | None = None, param_names: list[str] | None = None,
+              schedule=None) -> list[LayerFactors]:
+    """EK-FAC factors of the model's training loss over inputs x (N, C, H, W) at the strategy's timesteps,
+    over the layers of the attributed parameters ``param_names`` (None: all), each input under its caption
+    ``context`` (text-to-image): pass 1 accumulates A and S and eigendecomposes them, pass 2 the corrected
+    eigenvalues."""
+    layers = _layers(model, param_names)
+    passes = dict(layers=layers, context=context, schedule=schedule)
     A = {n: 0.0 for n in layers}
     S = {n: 0.0 for n in layers}
 
@@ -119,7 +131,7 @@ def fit_ekfac(model: torch.nn.Module, x: torch.Tensor, uids: list[int], strategy
         for n in layers:
             A[n] = A[n] + torch.einsum("npi,npj->ij", acts[n].double(), acts[n].double())
             S[n] = S[n] + torch.einsum("npo,npq->oq", grads[n].double(), grads[n].double())
-    _sampled_passes(model, x, uids, strategy, seed, 0, batch, covariances)
+    _sampled_passes(model, x, uids, strategy, seed, 0, batch, covariances, **passes)
     Q = {n: (torch.linalg.eigh(A[n])[1], torch.linalg.eigh(S[n])[1]) for n in layers}
     lam = {n: 0.0 for n in layers}
     count = [0]
@@ -130,7 +142,7 @@ def fit_ekfac(model: torch.nn.Module, x: torch.Tensor, uids: list[int], strategy
             dw = torch.einsum("npo,npi->noi", grads[n].double(), acts[n].double())
             lam[n] = lam[n] + (qs.T @ dw @ qa).pow(2).sum(0)
         count[0] += next(iter(acts.values())).shape[0]
-    _sampled_passes(model, x, uids, strategy, seed, 1, batch, corrected)  # fresh targets for the correction
+    _sampled_passes(model, x, uids, strategy, seed, 1, batch, corrected, **passes)  # fresh targets for the correction
     return [LayerFactors(f"{n}.weight", f"{n}.bias" if layers[n].bias is not None else None, Q[n][0].float(),
                          Q[n][1].float(), (lam[n] / count[0]).float()) for n in layers]
 
@@ -161,7 +173,7 @@ class EKFACMethod(Method):
     @property
     def needs(self) -> Needs:
         """λ (the damping) but no kernel: the EK-FAC curvature preconditions each query gradient."""
-        return Needs(kernel=False, captions=False)
+        return Needs(kernel=False)
 
     def query_features(self, store, queries, strategy, noise_seed=None) -> list:
         """Per model: the queries' raw gradient blocks, the projector and the model's EK-FAC factors (the
