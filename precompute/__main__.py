@@ -45,12 +45,14 @@ def main(argv=None) -> int:
     p.add_argument("--address", default=None, help="Ray cluster address (with --engine ray)")
     p.add_argument("--subsets", type=int, default=None, help="number of LDS subsets")
     p.add_argument("--until", default=None, choices=["retrain"], help="lds: stop after retraining + ground truth")
+    p.add_argument("--interim", action="store_true", default=None,
+                   help="lds (emoji): score the LoRAs finished so far into runs/emoji/lds_interim.json; retrains nothing")
     args = p.parse_args(argv)
     if args.stage in ("data", "vae", "base", "lora", "known") and args.dataset != "emoji":
         p.error(f"the {args.stage} stage builds the emoji text-to-image setting: use --dataset emoji")
     everything = ["train", "features"] if args.data else ["data", "vae", "base", "lora", "known", "lds", "counterfactual"] if args.dataset == "emoji" else ["train", "ensemble", "features", "lds", "counterfactual", "lesson"]
     stages = everything if args.stage == "all" else [args.stage]
-    used = {"subsets": {"lds"}, "until": {"lds"}, "method": {"features"}, "address": {"features", "ensemble", "lds", "counterfactual"},
+    used = {"subsets": {"lds"}, "until": {"lds"}, "interim": {"lds"}, "method": {"features"}, "address": {"features", "ensemble", "lds", "counterfactual"},
             "data": {"train", "adopt"}, "resolution": {"train"}, "channels": {"train"}, "model": {"train"},
             "pipeline": {"adopt"}, "lora": {"adopt"}, "lora_alpha": {"adopt"}}
     if args.stage == "adopt" and not (args.pipeline and args.lora and args.data):
@@ -102,7 +104,10 @@ def run_stages(args, stages: list[str], cfg) -> None:
             lesson.run(args.dataset, device=args.device)
         elif stage in ("lds", "counterfactual") and args.dataset == "emoji":
             from . import emoji_eval
-            emoji_eval.run_lds(until=args.until) if stage == "lds" else emoji_eval.run_counterfactual()
+            if stage == "lds" and args.interim:
+                emoji_eval.interim_lds()
+            else:
+                emoji_eval.run_lds(until=args.until) if stage == "lds" else emoji_eval.run_counterfactual()
         else:
             from . import counterfactual, ensemble, lds
             kw = {"until": args.until} if stage == "lds" else {}

@@ -10,7 +10,9 @@
 - ground truth y_m(q) = L_Simple of LoRA m on q under q's caption, averaged over every ``gt_t_every``-th
   timestep with ``gt_draws`` seeded noise draws each (``measured_outputs``);
 - scoring, λ tuned on the first half of the subsets and reported on the second: ``precompute.lds.score_lds``,
-  the code every other model's LDS runs, for the methods in ``EMOJI_EVAL.plan``.
+  the code every other model's LDS runs, for the methods in ``EMOJI_EVAL.plan``;
+- while the LoRAs retrain (the two halves interleaved), ``interim_lds`` (``lds --interim``) scores the finished
+  ones by the same split into ``runs/emoji/lds_interim.json``.
 """
 from __future__ import annotations
 
@@ -49,6 +51,11 @@ PROMPT_STEPS = 50
 
 def _paths(root: str | None) -> AssetPaths:
     return AssetPaths("emoji", **({"root": root} if root else {}))
+
+
+def _runs(root: str | None, stage: str) -> str:
+    """Where a stage's retrained LoRAs are kept (``runs/emoji/<stage>``; under ``root`` for a test's assets)."""
+    return os.path.join(runs_dir("emoji"), stage) if root is None else os.path.join(root, "emoji", "runs", stage)
 
 
 def lora_fingerprint(paths: AssetPaths, indices: list[int], lora: lora_lib.LoRAConfig, train) -> str:
@@ -138,16 +145,53 @@ def run_lds(cfg: EvalConfig = EMOJI_EVAL, root: str | None = None, cache_dir: st
     subsets = protocol_subsets(res, len(engine.data.train_idx), cfg)
     if not res.has_queries:
         write_queries(engine.task, res, cfg)
-    runs = os.path.join(runs_dir("emoji"), "lds") if root is None else os.path.join(root, "emoji", "runs", "lds")
+    runs = _runs(root, "lds")
     jobs = [dict(indices=s.tolist(), out_dir=os.path.join(runs, f"subset_{j:03d}"), queries=res.path("queries.npz"),
                  gt=(cfg.gt_t_every, cfg.gt_draws), root=root, lora=lora, train=train) for j, s in enumerate(subsets)]
     t0 = time.time()
-    run_jobs(lora_job, jobs, workers=workers, desc="LoRA retrains")
+    half = len(jobs) // 2  # the halves interleaved (0, 32, 1, 33, …): an interim LDS can be scored at any point
+    order = [j for pair in zip(jobs[:half], jobs[half:]) for j in pair] + jobs[2 * half:]
+    run_jobs(lora_job, order, workers=workers, desc="LoRA retrains")
     res.save_outputs(np.stack([np.load(os.path.join(j["out_dir"], "outputs.npy")) for j in jobs]))
     retrain_s = sum(read_json(os.path.join(j["out_dir"], "done.json"))["seconds"] for j in jobs)
     if until == "retrain":
         return {"retrain_seconds": retrain_s, "wall_seconds": time.time() - t0}
     return score_lds("emoji", cfg, retrain_s=retrain_s, engine=engine)
+
+
+def interim_lds(cfg: EvalConfig = EMOJI_EVAL, root: str | None = None, cache_dir: str | None = None,
+                lora: dict | None = None, train: dict | None = None) -> dict:
+    """LDS on the half-set LoRAs finished so far, while the rest retrain (``--interim``): λ tuned on the finished
+    subsets of the first half (0–31), reported on the finished subsets of the second (32–63) — the protocol's
+    split, on fewer subsets, so wider intervals. A LoRA counts as finished when its ground truth is on disk and
+    its ``done.json`` records this recipe. Written to ``runs/emoji/lds_interim.json``; ``assets/`` is untouched
+    (the final ``lds`` run scores all 64 into ``eval/``)."""
+    from explorer.engine import Engine
+    from explorer.evaluation.lds import masks_from_subsets
+
+    from .lds import protocol_subsets, score_rows
+    engine = Engine("emoji", root=root, cache_dir=cache_dir)
+    n = len(engine.data.train_idx)
+    subsets = protocol_subsets(engine.results, n, cfg)
+    runs, paths, (lcfg, tcfg) = _runs(root, "lds"), _paths(root), recipe(lora, train)
+    def is_finished(j: int) -> bool:
+        folder = os.path.join(runs, f"subset_{j:03d}")
+        done = os.path.join(folder, "done.json")
+        return os.path.exists(os.path.join(folder, "outputs.npy")) and os.path.exists(done) and \
+            read_json(done).get("fingerprint") == lora_fingerprint(paths, subsets[j].tolist(), lcfg, tcfg)
+    finished = [j for j in range(len(subsets)) if is_finished(j)]
+    half = len(subsets) // 2
+    tune = np.array([p for p, j in enumerate(finished) if j < half])
+    report = np.array([p for p, j in enumerate(finished) if j >= half])
+    if not len(tune) or not len(report):
+        raise SystemExit(f"an interim LDS needs finished LoRAs in both halves of the {len(subsets)} subsets; "
+                         f"finished: {finished}. Let `python -m precompute lds --dataset emoji` run on.")
+    outputs = np.stack([np.load(os.path.join(runs, f"subset_{j:03d}", "outputs.npy")) for j in finished])
+    rows = [row for row, _ in score_rows(engine, cfg, masks_from_subsets(subsets[finished], n), outputs, tune, report)]
+    out = {"finished": finished, "tune_subsets": [finished[p] for p in tune],
+           "report_subsets": [finished[p] for p in report], "rows": rows}
+    write_json(os.path.join(os.path.dirname(runs), "lds_interim.json"), out)
+    return out
 
 
 def run_counterfactual(cfg: EvalConfig = EMOJI_EVAL, root: str | None = None, cache_dir: str | None = None,
@@ -175,7 +219,7 @@ def run_counterfactual(cfg: EvalConfig = EMOJI_EVAL, root: str | None = None, ca
     removed.setdefault("random", cf.random_removal(n, k, len(qs), cfg.cf_seed))
     res.save_removed(removed)
     methods = ("random", *cfg.cf_methods)
-    runs = os.path.join(runs_dir("emoji"), "counterfactual") if root is None else os.path.join(root, "emoji", "runs", "counterfactual")
+    runs = _runs(root, "counterfactual")
     jobs = {(m, j): dict(indices=cf.keep_indices(n, removed[m][j]).tolist(), out_dir=os.path.join(runs, f"{m}_{j}"),
                          root=root, lora=lora, train=train) for m in methods for j in range(len(qs))}
     t0 = time.time()

@@ -72,27 +72,18 @@ def write_queries(dataset: str, res: EvalResults, cfg: EvalConfig, device: str) 
     res.save_queries(x=x, uid=uid, split=split, val_pos=val.astype(np.int64), gen_seed=np.arange(cfg.n_gen))
 
 
-def score_lds(dataset: str, cfg: EvalConfig, device: str = "cpu", retrain_s: float = 0.0,
-              engine=None, redo: bool = False) -> dict:
-    """LDS for every (method, S) × split: λ tuned on the first half of the subsets, reported on the
-    second. Rows record the projection they used; a row of another projection is recomputed."""
-    from explorer.engine import Engine
-    eng = engine or Engine(dataset, device=device)
+def score_rows(eng, cfg: EvalConfig, masks: np.ndarray, outputs: np.ndarray, tune: np.ndarray, report: np.ndarray,
+               done=lambda name, S_key, split, projection: False):
+    """(row, scores) for every (method, S) of ``cfg.plan`` × split not ``done``: λ tuned on subsets ``tune``,
+    LDS reported on subsets ``report`` (rows of ``masks`` / ``outputs``, outputs (M, all queries))."""
     res = eng.results
-    outputs = res.outputs()
-    masks = masks_from_subsets(res.subsets(), len(eng.data.train_idx))
-    half = len(masks) // 2
-    tune, report = np.arange(half), np.arange(half, len(masks))
-    results = res.lds()
-    results["config"] = {**asdict(cfg), "plan": None, "tune_subsets": tune.tolist(), "report_subsets": report.tolist()}
     for name, S in cfg.plan:
         for split in SPLITS:
             cols = res.columns(split)
             m = get_method(name)
             S_key = s_key(m.needs.timesteps, S)
             projection = eng.store.projection if m.needs.gradients else None
-            row = res.row(name, S_key, split)
-            if (row and row.get("projection") == projection and not redo) or (m.needs.generated_only and split != "generated"):
+            if done(name, S_key, split, projection) or (m.needs.generated_only and split != "generated"):
                 continue
             qs = [eng.benchmark_query(int(c), trajectory=m.needs.generated_only) for c in cols]
             t0 = time.time()
@@ -103,13 +94,31 @@ def score_lds(dataset: str, cfg: EvalConfig, device: str = "cpu", retrain_s: flo
                 continue
             r = evaluate(fn, masks, outputs[:, cols], list(cfg.lambdas) if m.needs.lam else None, tune, report,
                          cfg.n_boot)
-            scores = fn(r.lam)
-            res.save_result({"method": name, "S": S_key, "split": split, "lds": r.mean, "ci": list(r.interval),
-                             "lambda": r.lam, "paper_style": r.paper_style, "projection": projection,
-                             "per_query": r.per_query.round(4).tolist(), "seconds": time.time() - t0},
-                            scores, predictions(scores, masks), results)
             print(f"LDS {name:16s} S={S_key} {split:10s} {100 * r.mean:6.2f} "
                   f"[{100 * r.interval[0]:.2f}, {100 * r.interval[1]:.2f}] λ={r.lam}")
+            yield ({"method": name, "S": S_key, "split": split, "lds": r.mean, "ci": list(r.interval), "lambda": r.lam,
+                    "paper_style": r.paper_style, "projection": projection, "per_query": r.per_query.round(4).tolist(),
+                    "seconds": time.time() - t0}, fn(r.lam))
+
+
+def score_lds(dataset: str, cfg: EvalConfig, device: str = "cpu", retrain_s: float = 0.0,
+              engine=None, redo: bool = False) -> dict:
+    """LDS for every (method, S) × split: λ tuned on the first half of the subsets, reported on the
+    second. Rows record the projection they used; a row of another projection is recomputed."""
+    from explorer.engine import Engine
+    eng = engine or Engine(dataset, device=device)
+    res = eng.results
+    masks = masks_from_subsets(res.subsets(), len(eng.data.train_idx))
+    half = len(masks) // 2
+    tune, report = np.arange(half), np.arange(half, len(masks))
+    results = res.lds()
+    results["config"] = {**asdict(cfg), "plan": None, "tune_subsets": tune.tolist(), "report_subsets": report.tolist()}
+
+    def done(name, S_key, split, projection):
+        row = res.row(name, S_key, split)
+        return bool(row) and row.get("projection") == projection and not redo
+    for row, scores in score_rows(eng, cfg, masks, res.outputs(), tune, report, done):
+        res.save_result(row, scores, predictions(scores, masks), results)
     results["retrain_seconds"] = retrain_s or results.get("retrain_seconds", 0)
     res.save_lds(results)
     return results

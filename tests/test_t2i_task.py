@@ -123,6 +123,21 @@ def test_the_lora_lds_stage_retrains_halves_measures_the_truth_and_resumes(tiny_
             tt = torch.tensor([t])
             losses.append(((unet(DDPM.add_noise(x, eps, tt), tt, ctx).sample - eps) ** 2).mean().item())
     assert abs(np.mean(losses) - y[1, 4]) < 1e-5 * max(1.0, abs(y[1, 4]))
+    # an interim LDS while LoRAs retrain: over all four it is the final LDS; with subset 3 unfinished it reports on
+    # subset 2 alone; with no finished LoRA in the second half it says what to do
+    from precompute.emoji_eval import interim_lds
+    interim = interim_lds(cfg, **kw)
+    assert interim["tune_subsets"] == [0, 1] and interim["report_subsets"] == [2, 3]
+    for r in interim["rows"]:
+        assert r["lds"] == pytest.approx(rows[r["method"], r["split"]]["lds"], abs=1e-12)
+    os.rename(os.path.join(root, "emoji", "runs", "lds", "subset_003", "outputs.npy"), str(tmp_path / "out3.npy"))
+    assert interim_lds(cfg, **kw)["report_subsets"] == [2]
+    done2 = os.path.join(root, "emoji", "runs", "lds", "subset_002", "done.json")
+    os.rename(done2, str(tmp_path / "done2.json"))
+    with pytest.raises(SystemExit, match="both halves"):
+        interim_lds(cfg, **kw)
+    os.rename(str(tmp_path / "done2.json"), done2)
+    os.rename(str(tmp_path / "out3.npy"), os.path.join(root, "emoji", "runs", "lds", "subset_003", "outputs.npy"))
     # resumable: a second run finds every LoRA done and retrains none
     stamp = os.path.getmtime(os.path.join(job, "done.json"))
     again = run_lds(cfg, until="retrain", **kw)
