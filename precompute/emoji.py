@@ -288,7 +288,9 @@ def run_known(n_prompts: int | None = None, steps: int = 50, dataset: str = "emo
         goes to A's drawings, against A's share of the training set;
     (c) cross-artist — each LoRA concept's Noto drawing (which the LoRA never saw) as an upload, under the
         concept's name and under no caption, finds the concept (either style) first / in the top 5
-        (``cross_artist``).
+        (``cross_artist``);
+    (d) unseen pairing — prompts that are not training captions: a concept in the style whose drawing was held
+        out, answered by the concept's one training drawing, in the other style (``unseen_pairing``).
     Baselines: raw-pixel cosine of the generated image, and caption word overlap with the prompt."""
     from explorer.compare import caption_match, credit, group_shares, target_ranks
     from explorer.engine import Engine
@@ -321,6 +323,7 @@ def run_known(n_prompts: int | None = None, steps: int = 50, dataset: str = "emo
         print(f"{m}: name match top-1 {row['name_top1']:.1%} top-5 {row['name_top5']:.1%}; style credit {style_credit}")
     for m, row in cross_artist(engine, st, n_uploads).items():
         out["methods"][m].update(row)
+    out["unseen_pairing"] = unseen_pairing(engine, st, steps, n_prompts)
     out["lesson"] = credit_example(engine, st)
     engine.results.save_known(out)
     return out
@@ -347,6 +350,44 @@ def credit_example(engine, st: TimestepStrategy, prompt: tuple[str, int] = LESSO
             "top": top.tolist(), "top_scores": s[top].tolist(), "styles": names,
             "credit": credit(s, ids, len(names)).tolist(), "share": group_shares(ids, len(names)).tolist(),
             "designers": [[str(people[b]), float(by_person[b])] for b in np.argsort(-by_person, kind="stable")[:3]]}
+
+
+def unseen_prompts(ds, n: int | None = None) -> tuple[list[int], list[str]]:
+    """(held-out positions, their captions) of the held-out drawings whose concept the LoRA learned in the other
+    style only: prompts no training caption says."""
+    names = {ds.meta["name"][int(i)] for i in ds.train_idx}  # a held-out drawing's own (name, style) is untaught
+    pos = [v for v, i in enumerate(ds.val_idx) if ds.meta["name"][int(i)] in names][:n]
+    return pos, [ds.meta["caption"][int(ds.val_idx[v])] for v in pos]
+
+
+def unseen_pairing(engine, st: TimestepStrategy, steps: int = 50, n: int | None = None) -> dict:
+    """(d) of ``run_known``: each held-out drawing's caption ("pizza, twemoji") whose concept the LoRA learned
+    only in the other style, as a prompt (seed = its held-out position). No training caption says it, so the
+    caption cannot give the answer away word for word: is the concept's one training drawing first / in the top
+    5, and what share of the positive attribution goes to the prompted style?"""
+    from explorer.compare import caption_match, credit
+    task, ds = engine.task, engine.task.data
+    names = [ds.meta["name"][int(i)] for i in ds.train_idx]
+    styles = np.array([emoji.LORA_STYLES.index(ds.meta["style"][int(i)]) for i in ds.train_idx])
+    pos, prompts = unseen_prompts(ds, n)
+    asked = np.array([emoji.LORA_STYLES.index(ds.meta["style"][int(ds.val_idx[v])]) for v in pos])
+    target = np.array([[nm == ds.meta["name"][int(ds.val_idx[v])] for nm in names] for v in pos])
+    queries = [task.prompt(p, seed=int(v), steps=steps) for v, p in zip(pos, prompts)]
+    train_caps = [ds.meta["caption"][int(i)] for i in ds.train_idx]
+    out = {"prompts": len(prompts), "prompt_list": prompts, "seeds": pos, "methods": {}}
+    for m in (*KNOWN_METHODS, "caption match"):
+        if m == "caption match":
+            s = caption_match(prompts, train_caps, t2i.words)
+        else:
+            s = engine.scores(queries, m, st, known_lambda(engine, m, st) if get_method(m).needs.lam else None)
+        top = np.argsort(-s, axis=1, kind="stable")[:, :5]
+        hit = np.take_along_axis(target, top, 1)
+        row = {"top1": float(hit[:, 0].mean()), "top5": float(hit.any(1).mean()),
+               "style_credit": float(np.mean([credit(s[q], styles, 2)[asked[q]] for q in range(len(pos))]))}
+        out["methods"][m] = row
+        print(f"{m}: unseen pairing top-1 {row['top1']:.1%} top-5 {row['top5']:.1%}; "
+              f"prompted style's credit {row['style_credit']:.0%}")
+    return out
 
 
 def cross_artist(engine, st: TimestepStrategy, n_uploads: int | None = None) -> dict:

@@ -73,6 +73,12 @@ def test_the_known_answer_stage_reports_every_method_and_the_baselines(engine, t
         assert 0 <= row["name_top1"] <= row["name_top5"] <= 1
         assert all(0 <= v <= 1 for v in [*row["style_credit"].values(), *row["style_top10"].values()])
     assert out["methods"]["dtrak"]["cross_artist_queries"] == 6  # LoRA concepts' Noto drawings, as uploads
+    un = out["unseen_pairing"]  # held-out captions whose concept the LoRA learned in the other style only
+    ds = engine.data
+    taught = {ds.meta["caption"][int(i)] for i in ds.train_idx}
+    assert 0 < un["prompts"] <= 4 and not taught & set(un["prompt_list"])
+    assert set(un["methods"]) == {"dtrak", "trak", "pixel-cos", "caption match"}
+    assert all(0 <= r["top1"] <= r["top5"] <= 1 and 0 <= r["style_credit"] <= 1 for r in un["methods"].values())
     assert os.path.exists(os.path.join(root, "emoji", "eval", "known.json"))
 
 
