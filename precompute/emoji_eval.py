@@ -28,6 +28,8 @@ import torch
 from explorer import lora as lora_lib
 from explorer import text2image as t2i
 from explorer.attribution.features import generated_uid
+from explorer.attribution.methods.das import DAS
+from explorer.attribution.methods.ekfac import EKFAC
 from explorer.attribution.registry import BASELINE_METHOD, DEFAULT_METHOD, GRADIENT_FREE_METHOD, PIXEL_METHOD
 from explorer.attribution.timesteps import TimestepStrategy, seeded_noise
 from explorer.evaluation.lds import measured_outputs
@@ -44,7 +46,7 @@ from .jobs import run_jobs
 # the counterfactual: 4 prompts × (3 methods + random) = 16 LoRAs retrained without the top 20 % proponents
 EMOJI_EVAL = EvalConfig(n_val=100, n_gen=100, gt_t_every=20, gt_draws=1, cf_queries=4, cf_S=10,
                         cf_methods=(BASELINE_METHOD, DEFAULT_METHOD, GRADIENT_FREE_METHOD),
-                        plan=[(m, 10) for m in (DEFAULT_METHOD, BASELINE_METHOD, "das", "ekfac", PIXEL_METHOD,
+                        plan=[(m, 10) for m in (DEFAULT_METHOD, BASELINE_METHOD, DAS.name, EKFAC.name, PIXEL_METHOD,
                                                 GRADIENT_FREE_METHOD)])
 PROMPT_STEPS = 50
 
