@@ -161,13 +161,36 @@ def run_lds(cfg: EvalConfig = EMOJI_EVAL, root: str | None = None, cache_dir: st
     return score_lds("emoji", cfg, retrain_s=retrain_s, engine=engine)
 
 
+def concept_effect(masks: np.ndarray, outputs: np.ndarray, query_concept: np.ndarray, train_concept: np.ndarray,
+                   scores: np.ndarray) -> dict:
+    """What the concept of each query does to its ground truth, and whether a method's first proponent is of it.
+    Over the queries whose concept has training drawings, present in some subsets (``masks`` (M, n)) and absent
+    in others: the effect Δ = mean y over subsets without the concept's drawings − mean y over those with them
+    (> 0: they lower the query's loss), as the share of queries with Δ > 0 and the mean Δ in units of y's spread
+    across subsets; and the share of those queries whose top-scored drawing (``scores`` (Q, n)) is of the
+    concept. ``outputs`` (M, Q), ``query_concept`` (Q,), ``train_concept`` (n,)."""
+    effects, spreads, firsts = [], [], []
+    for q, name in enumerate(query_concept):
+        has = masks[:, train_concept == name].any(1)
+        if has.all() or not has.any():
+            continue
+        effects.append(outputs[~has, q].mean() - outputs[has, q].mean())
+        spreads.append(outputs[:, q].std())
+        firsts.append(train_concept[int(np.argmax(scores[q]))] == name)
+    effects = np.array(effects)
+    return {"queries": len(effects), "lowers_loss": float(np.mean(effects > 0)),
+            "effect_in_spreads": float(np.mean(effects / np.maximum(spreads, 1e-12))),
+            "top1_is_concept": float(np.mean(firsts))}
+
+
 def interim_lds(cfg: EvalConfig = EMOJI_EVAL, root: str | None = None, cache_dir: str | None = None,
                 lora: dict | None = None, train: dict | None = None) -> dict:
     """LDS on the half-set LoRAs finished so far, while the rest retrain (``--interim``): λ tuned on the finished
     subsets of the first half (0–31), reported on the finished subsets of the second (32–63) — the protocol's
     split, on fewer subsets, so wider intervals. A LoRA counts as finished when its ground truth is on disk and
-    its ``done.json`` records this recipe. Written to ``runs/emoji/lds_interim.json``; ``assets/`` is untouched
-    (the final ``lds`` run scores all 64 into ``eval/``)."""
+    its ``done.json`` records this recipe. With each row, ``concept_effect``: whether the queries' concepts
+    lower their loss in truth, and how often the method ranks a drawing of the concept first. Written to
+    ``runs/emoji/lds_interim.json``; ``assets/`` is untouched (the final ``lds`` run scores all 64 into ``eval/``)."""
     from explorer.engine import Engine
     from explorer.evaluation.lds import masks_from_subsets
 
@@ -189,9 +212,18 @@ def interim_lds(cfg: EvalConfig = EMOJI_EVAL, root: str | None = None, cache_dir
         raise SystemExit(f"an interim LDS needs finished LoRAs in both halves of the {len(subsets)} subsets; "
                          f"finished: {finished}. Let `python -m precompute lds --dataset emoji` run on.")
     outputs = np.stack([np.load(os.path.join(runs, f"subset_{j:03d}", "outputs.npy")) for j in finished])
-    rows = [row for row, _ in score_rows(engine, cfg, masks_from_subsets(subsets[finished], n), outputs, tune, report)]
+    masks = masks_from_subsets(subsets[finished], n)
+    res, ds = engine.results, engine.data
+    query_concept = np.array([str(c).rsplit(",", 1)[0] for c in res.queries["caption"]])
+    train_concept = np.array([ds.meta["name"][int(i)] for i in ds.train_idx])
+    rows, concept = [], {}
+    for row, scores in score_rows(engine, cfg, masks, outputs, tune, report):
+        cols = res.columns(row["split"])
+        effect = concept_effect(masks, outputs[:, cols], query_concept[cols], train_concept, scores)
+        concept[row["split"]] = {k: v for k, v in effect.items() if k != "top1_is_concept"}
+        rows.append({**row, "top1_is_concept": effect["top1_is_concept"]})
     out = {"finished": finished, "tune_subsets": [finished[p] for p in tune],
-           "report_subsets": [finished[p] for p in report], "rows": rows}
+           "report_subsets": [finished[p] for p in report], "rows": rows, "concept": concept}
     write_json(os.path.join(os.path.dirname(runs), "lds_interim.json"), out)
     return out
 

@@ -93,3 +93,19 @@ def test_legibility_is_the_share_of_samples_nearest_their_prompted_drawing():
     assert best.tolist() == loop == [3, 7, 11, 5]
     np.testing.assert_allclose(dist, [np.linalg.norm(s - train[b]) / np.sqrt(48) for s, b in zip(samples, loop)])
     assert legibility(samples, train, [3, 7, 11, 0]) == 0.75
+
+
+def test_concept_effect_on_a_hand_made_ground_truth():
+    """The interim LDS's diagnostic: does a query's concept lower its loss across subsets, and is the method's
+    first proponent of that concept — against numbers worked out by hand."""
+    from precompute.emoji_eval import concept_effect
+    masks = np.array([[1, 0, 1], [0, 0, 1], [1, 1, 0], [0, 0, 0]], bool)
+    train_concept = np.array(["a", "a", "b"])
+    outputs = np.array([[1, 2, 9], [3, 2, 9], [1, 1, 9], [5, 1, 9]], float)  # (subsets, queries)
+    scores = np.array([[0, 1, 0], [1, 0, 0], [0, 0, 1]], float)
+    got = concept_effect(masks, outputs, np.array(["a", "b", "c"]), train_concept, scores)
+    # query "a": present in subsets 0, 2 (loss 1, 1), absent in 1, 3 (3, 5): Δ = 3; query "b": Δ = 1 − 2 = −1,
+    # spread 0.5; query "c" has no training drawing
+    assert got["queries"] == 2 and got["lowers_loss"] == 0.5
+    assert got["effect_in_spreads"] == pytest.approx((3 / np.std([1, 3, 1, 5]) - 1 / 0.5) / 2)
+    assert got["top1_is_concept"] == 0.5  # query "a" ranks an "a" drawing first, query "b" does not

@@ -134,6 +134,8 @@ def test_the_lora_lds_stage_retrains_halves_measures_the_truth_and_resumes(tiny_
     from precompute.emoji_eval import interim_lds
     interim = interim_lds(cfg, **kw)
     assert interim["tune_subsets"] == [0, 1] and interim["report_subsets"] == [2, 3]
+    assert set(interim["concept"]) == {"validation", "generated"}
+    assert all(0 <= r["top1_is_concept"] <= 1 for r in interim["rows"])
     for r in interim["rows"]:
         assert r["lds"] == pytest.approx(rows[r["method"], r["split"]]["lds"], abs=1e-12)
     os.rename(os.path.join(root, "emoji", "runs", "lds", "subset_003", "outputs.npy"), str(tmp_path / "out3.npy"))
