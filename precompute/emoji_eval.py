@@ -199,6 +199,7 @@ def interim_lds(cfg: EvalConfig = EMOJI_EVAL, root: str | None = None, cache_dir
     n = len(engine.data.train_idx)
     subsets = protocol_subsets(engine.results, n, cfg)
     runs, paths, (lcfg, tcfg) = _runs(root, "lds"), _paths(root), recipe(lora, train)
+
     def is_finished(j: int) -> bool:
         folder = os.path.join(runs, f"subset_{j:03d}")
         done = os.path.join(folder, "done.json")
