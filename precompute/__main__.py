@@ -57,6 +57,8 @@ def main(argv=None) -> int:
             "pipeline": {"adopt"}, "lora": {"adopt"}, "lora_alpha": {"adopt"}}
     if args.stage == "adopt" and not (args.pipeline and args.lora and args.data):
         p.error("adopt needs --pipeline DIR, --lora FILE_OR_DIR and --data FOLDER (the LoRA's captioned training images)")
+    if args.interim and args.dataset != "emoji":
+        p.error("--interim scores the emoji LoRAs finished so far; other models' LDS is scored when its retrains end")
     if args.model and not args.data:
         p.error("--model needs --data: the images the model was trained on")
     for flag, where in used.items():

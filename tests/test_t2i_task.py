@@ -206,3 +206,13 @@ def test_das_and_ekfac_attribute_the_lora_under_each_caption(engine):
     assert engine.default_lambda("ekfac", ST.S) == FALLBACK_LAMBDA
     with pytest.raises(ValueError, match="does not attribute text-to-image models yet"):
         engine.attribute(q, "journey-trak", ST)
+
+
+def test_the_interim_flag_is_refused_where_it_does_not_apply(capsys):
+    """``--interim`` scores the emoji LoRAs retrained so far: for another model or another stage, one message."""
+    from precompute.__main__ import main
+    for argv, said in ((["lds", "--dataset", "digits", "--interim"], "scores the emoji LoRAs finished so far"),
+                       (["features", "--dataset", "emoji", "--interim"], "used only by the lds stage")):
+        with pytest.raises(SystemExit):
+            main(argv)
+        assert said in capsys.readouterr().err
