@@ -60,12 +60,15 @@ def _runs(root: str | None, stage: str) -> str:
     return os.path.join(runs_dir("emoji"), stage) if root is None else os.path.join(root, "emoji", "runs", stage)
 
 
-def lora_fingerprint(paths: AssetPaths, indices: list[int], lora: lora_lib.LoRAConfig, train) -> str:
+def base_fingerprint(paths: AssetPaths) -> str:
+    """The fingerprint of the base model's weights, which every retrained LoRA sits on."""
+    return weights_fingerprint(t2i.load_pipeline(os.path.join(paths.base, "base"))[0])
+
+
+def lora_fingerprint(base: str, indices: list[int], lora: lora_lib.LoRAConfig, train) -> str:
     """Everything that makes a retrained LoRA what it is: its training positions, the LoRA and training
-    recipe (seed included) and the base model's weights."""
-    base, _, _ = t2i.load_pipeline(os.path.join(paths.base, "base"))
-    record = {"indices": [int(i) for i in indices], "lora": asdict(lora), "train": asdict(train),
-              "base": weights_fingerprint(base)}
+    recipe (seed included) and the base model's weights (``base_fingerprint``)."""
+    record = {"indices": [int(i) for i in indices], "lora": asdict(lora), "train": asdict(train), "base": base}
     return hashlib.sha256(json.dumps(record, sort_keys=True, default=list).encode()).hexdigest()[:16]
 
 
@@ -87,7 +90,7 @@ def lora_job(indices: list[int], out_dir: str, queries: str | None = None, gt: t
     paths = _paths(root)
     lcfg, tcfg = recipe(lora, train)
     done, outputs = os.path.join(out_dir, "done.json"), os.path.join(out_dir, "outputs.npy")
-    fingerprint = lora_fingerprint(paths, indices, lcfg, tcfg)
+    fingerprint = lora_fingerprint(base_fingerprint(paths), indices, lcfg, tcfg)
     if os.path.exists(done) and read_json(done).get("fingerprint") == fingerprint and (
             not queries or os.path.exists(outputs)):
         return out_dir
@@ -140,6 +143,7 @@ def run_lds(cfg: EvalConfig = EMOJI_EVAL, root: str | None = None, cache_dir: st
     """Subsets, queries, the retrained LoRAs (resumable) and their ground truth, then LDS per (method, split)
     into ``eval/lds.json``. ``lora`` / ``train``: recipe overrides (tests use a tiny one)."""
     from explorer.engine import Engine
+    from explorer.evaluation.lds import masks_from_subsets
 
     from .lds import protocol_subsets, score_lds
     engine = Engine("emoji", root=root, cache_dir=cache_dir)
@@ -158,7 +162,12 @@ def run_lds(cfg: EvalConfig = EMOJI_EVAL, root: str | None = None, cache_dir: st
     retrain_s = sum(read_json(os.path.join(j["out_dir"], "done.json"))["seconds"] for j in jobs)
     if until == "retrain":
         return {"retrain_seconds": retrain_s, "wall_seconds": time.time() - t0}
-    return score_lds("emoji", cfg, retrain_s=retrain_s, engine=engine)
+    results = score_lds("emoji", cfg, retrain_s=retrain_s, engine=engine)
+    masks = masks_from_subsets(subsets, len(engine.data.train_idx))
+    results["rows"], results["concept"] = with_concept(engine, masks, res.outputs(), (
+        (r, res.stored_scores(r["method"], r["S"], r["split"])) for r in results["rows"]))
+    res.save_lds(results)
+    return results
 
 
 def concept_effect(masks: np.ndarray, outputs: np.ndarray, query_concept: np.ndarray, train_concept: np.ndarray,
@@ -183,6 +192,21 @@ def concept_effect(masks: np.ndarray, outputs: np.ndarray, query_concept: np.nda
             "top1_is_concept": float(np.mean(firsts))}
 
 
+def with_concept(engine, masks: np.ndarray, outputs: np.ndarray, scored) -> tuple[list[dict], dict]:
+    """The LDS rows of ``scored`` ((row, scores) pairs) with each method's ``top1_is_concept``, and per split the
+    ground truth's ``concept_effect`` (the same for every method): the diagnostics stored beside an emoji LDS."""
+    res, ds = engine.results, engine.data
+    query_concept = np.array([str(c).rsplit(",", 1)[0] for c in res.queries["caption"]])
+    train_concept = np.array([ds.meta["name"][int(i)] for i in ds.train_idx])
+    rows, concept = [], {}
+    for row, scores in scored:
+        cols = res.columns(row["split"])
+        effect = concept_effect(masks, outputs[:, cols], query_concept[cols], train_concept, scores)
+        concept[row["split"]] = {k: v for k, v in effect.items() if k != "top1_is_concept"}
+        rows.append({**row, "top1_is_concept": effect["top1_is_concept"]})
+    return rows, concept
+
+
 def interim_lds(cfg: EvalConfig = EMOJI_EVAL, root: str | None = None, cache_dir: str | None = None,
                 lora: dict | None = None, train: dict | None = None) -> dict:
     """LDS on the half-set LoRAs finished so far, while the rest retrain (``--interim``): λ tuned on the finished
@@ -198,13 +222,13 @@ def interim_lds(cfg: EvalConfig = EMOJI_EVAL, root: str | None = None, cache_dir
     engine = Engine("emoji", root=root, cache_dir=cache_dir)
     n = len(engine.data.train_idx)
     subsets = protocol_subsets(engine.results, n, cfg)
-    runs, paths, (lcfg, tcfg) = _runs(root, "lds"), _paths(root), recipe(lora, train)
+    runs, base, (lcfg, tcfg) = _runs(root, "lds"), base_fingerprint(_paths(root)), recipe(lora, train)
 
     def is_finished(j: int) -> bool:
         folder = os.path.join(runs, f"subset_{j:03d}")
         done = os.path.join(folder, "done.json")
         return os.path.exists(os.path.join(folder, "outputs.npy")) and os.path.exists(done) and \
-            read_json(done).get("fingerprint") == lora_fingerprint(paths, subsets[j].tolist(), lcfg, tcfg)
+            read_json(done).get("fingerprint") == lora_fingerprint(base, subsets[j].tolist(), lcfg, tcfg)
     finished = [j for j in range(len(subsets)) if is_finished(j)]
     half = len(subsets) // 2
     tune = np.array([p for p, j in enumerate(finished) if j < half])
@@ -213,16 +237,9 @@ def interim_lds(cfg: EvalConfig = EMOJI_EVAL, root: str | None = None, cache_dir
         raise SystemExit(f"an interim LDS needs finished LoRAs in both halves of the {len(subsets)} subsets; "
                          f"finished: {finished}. Let `python -m precompute lds --dataset emoji` run on.")
     outputs = np.stack([np.load(os.path.join(runs, f"subset_{j:03d}", "outputs.npy")) for j in finished])
+    outputs = outputs.astype(np.float64)  # as the final scoring reads them (``EvalResults.outputs``)
     masks = masks_from_subsets(subsets[finished], n)
-    res, ds = engine.results, engine.data
-    query_concept = np.array([str(c).rsplit(",", 1)[0] for c in res.queries["caption"]])
-    train_concept = np.array([ds.meta["name"][int(i)] for i in ds.train_idx])
-    rows, concept = [], {}
-    for row, scores in score_rows(engine, cfg, masks, outputs, tune, report):
-        cols = res.columns(row["split"])
-        effect = concept_effect(masks, outputs[:, cols], query_concept[cols], train_concept, scores)
-        concept[row["split"]] = {k: v for k, v in effect.items() if k != "top1_is_concept"}
-        rows.append({**row, "top1_is_concept": effect["top1_is_concept"]})
+    rows, concept = with_concept(engine, masks, outputs, score_rows(engine, cfg, masks, outputs, tune, report))
     out = {"finished": finished, "tune_subsets": [finished[p] for p in tune],
            "report_subsets": [finished[p] for p in report], "rows": rows, "concept": concept}
     write_json(os.path.join(os.path.dirname(runs), "lds_interim.json"), out)

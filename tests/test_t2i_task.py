@@ -138,6 +138,9 @@ def test_the_lora_lds_stage_retrains_halves_measures_the_truth_and_resumes(tiny_
     assert all(0 <= r["top1_is_concept"] <= 1 for r in interim["rows"])
     for r in interim["rows"]:
         assert r["lds"] == pytest.approx(rows[r["method"], r["split"]]["lds"], abs=1e-12)
+        assert r["top1_is_concept"] == rows[r["method"], r["split"]]["top1_is_concept"]  # stored beside the final
+    for split, effect in res.lds()["concept"].items():
+        assert effect == pytest.approx(interim["concept"][split])
     os.rename(os.path.join(root, "emoji", "runs", "lds", "subset_003", "outputs.npy"), str(tmp_path / "out3.npy"))
     assert interim_lds(cfg, **kw)["report_subsets"] == [2]
     done2 = os.path.join(root, "emoji", "runs", "lds", "subset_002", "done.json")
