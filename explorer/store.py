@@ -9,6 +9,7 @@ current shard (the finished shards stay on disk, so the next request resumes it)
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import threading
 import time
@@ -25,6 +26,7 @@ from .attribution.features import FeatureComputer, FeatureSpec, embedding_featur
 from .attribution.kernel import Features, Kernel, eigenpairs
 from .attribution.projection import Projection
 from .attribution.timesteps import TimestepStrategy
+from .files import atomic_write
 from .models import load_model, weights_fingerprint
 from .task import Task
 
@@ -131,6 +133,7 @@ class FeatureStore:
         self._probes: dict = {}  # timed gradient chunks (model inputs per second) per (model, output function)
         self.rates = Rates(self.cache_dir)  # measured build phases on this machine
         self._fits: dict = {}  # per (model, timesteps): DAS residual sizes, EK-FAC factors
+        self._fit_locks: dict = {}
 
     @property
     def projection(self) -> str:
@@ -164,10 +167,14 @@ class FeatureStore:
         return os.path.join(self.task.paths.features, name, spec.key), os.path.join(self.cache_dir, name, spec.key)
 
     def _expected(self, model_dir: str, spec: FeatureSpec) -> dict:
-        """What a cached feature set must have been built from; a text-to-image task adds its captions'
-        encoding (the same drawings under other captions have other gradients)."""
+        """What a cached feature set must have been built from: ``_provenance`` and the feature spec."""
+        return {**self._provenance(model_dir), "spec": spec.to_json()}
+
+    def _provenance(self, model_dir: str) -> dict:
+        """The training data and model weights anything cached was computed from; a text-to-image task adds its
+        captions' encoding (the same drawings under other captions have other gradients)."""
         out = {"dataset": self.task.data.name, "data_sha": self.task.data_hash,
-               "weights_sha": weights_fingerprint(self.model(model_dir)), "spec": spec.to_json()}
+               "weights_sha": weights_fingerprint(self.model(model_dir))}
         if self.task.train_context is not None:
             out["captions_sha"] = hashlib.sha256(self.task.train_context.numpy().tobytes()).hexdigest()[:16]
         return out
@@ -328,14 +335,23 @@ class FeatureStore:
         """A method's fit over the training set — ``fit(model, training inputs, their uids, strategy, seed,
         context=, param_names=, schedule=)`` (DAS's residuals, EK-FAC's factors), with the task's encoded
         training captions (text-to-image; else None), attributed parameters (None: all) and noise schedule —
-        once per (name, model, timesteps); kept in memory for the life of the engine. The fit is the method's;
-        the store only memoises it."""
+        once per (name, model, timesteps): kept in memory for the life of the engine, and in the cache
+        (``fits/``, named by the hash of everything the fit reads) so that a restarted server does not fit
+        again. The fit is the method's; the store only memoises it."""
         key = (name, model_dir, strategy.key)
-        if key not in self._fits:
-            self._fits[key] = fit(self.model(model_dir), self.task.train_inputs,
-                                  [int(u) for u in self.task.data.train_idx], strategy, self.seed,
-                                  context=self.task.train_context, param_names=self.task.param_names,
-                                  schedule=self.task.schedule)
+        with self._fit_locks.setdefault(key, threading.Lock()):  # a second caller waits for the first's fit
+            if key not in self._fits:
+                record = {**self._provenance(model_dir), "fit": name, "seed": self.seed,
+                          "timesteps": [int(t) for t in strategy.timesteps()], "params": self.task.param_names}
+                sha = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
+                path = os.path.join(self.cache_dir, "fits", f"{name}-{sha}.pt")
+                self._fits[key] = _load_fit(path)
+                if self._fits[key] is None:
+                    self._fits[key] = fit(self.model(model_dir), self.task.train_inputs,
+                                          [int(u) for u in self.task.data.train_idx], strategy, self.seed,
+                                          context=self.task.train_context, param_names=self.task.param_names,
+                                          schedule=self.task.schedule)
+                    _save_fit(path, self._fits[key])
         return self._fits[key]
 
     # ---- query features ----
@@ -382,3 +398,22 @@ class FeatureStore:
         if queries is None:
             self._features[kind] = out = Features(out)
         return out
+
+
+def _save_fit(path: str, value) -> None:
+    """A fit (an array, or tensors in dataclasses registered with ``torch.serialization.add_safe_globals``),
+    written whole or not at all; an array travels as a tensor so that the file loads with ``weights_only``."""
+    array = isinstance(value, np.ndarray)
+    atomic_write(path, lambda tmp: torch.save({"array": array, "value": torch.from_numpy(value) if array else value},
+                                              tmp))
+
+
+def _load_fit(path: str):
+    """The fit stored at ``path``; None when there is none or it cannot be read (it is fitted again)."""
+    if not os.path.exists(path):
+        return None
+    try:
+        stored = torch.load(path, weights_only=True)
+        return stored["value"].numpy() if stored["array"] else stored["value"]
+    except Exception:  # noqa: BLE001 — a truncated or foreign file is refitted and overwritten
+        return None

@@ -207,6 +207,26 @@ def test_das_and_ekfac_attribute_the_lora_under_each_caption(engine):
         assert a.scores.shape == (len(task.data.train_idx),) and np.isfinite(a.scores).all() and a.scores.std() > 0
     # untuned, EK-FAC's damping stays relative to each layer's curvature (the kernel methods' λ scales to ‖φ‖²)
     assert engine.default_lambda("ekfac", ST.S) == FALLBACK_LAMBDA
+    # both fits are kept in the cache: a restarted server reads them instead of fitting again; a file it cannot
+    # read is fitted again and replaced; other timesteps are another fit
+    from explorer.engine import Engine
+
+    def refuse(*a, **kw):
+        raise AssertionError("fitted again")
+    fits = sorted(os.listdir(os.path.join(engine.store.cache_dir, "fits")))
+    assert [f.split("-")[0] for f in fits] == ["das", "ekfac"]
+    fresh = Engine("emoji", root=os.path.dirname(task.paths.base), cache_dir=engine.store.cache_dir).store
+    for name in ("das", "ekfac"):
+        stored, kept = (store.fitted(name, refuse, task.paths.model, ST) for store in (fresh, engine.store))
+        for a, b in zip(*(([v] if name == "das" else [f.lam for f in v]) for v in (stored, kept))):
+            np.testing.assert_array_equal(a, b)
+    with open(os.path.join(engine.store.cache_dir, "fits", fits[0]), "wb") as f:
+        f.write(b"truncated")
+    again = Engine("emoji", root=os.path.dirname(task.paths.base), cache_dir=engine.store.cache_dir).store
+    np.testing.assert_array_equal(again.fitted("das", residual_sizes, task.paths.model, ST),
+                                  fresh.fitted("das", refuse, task.paths.model, ST))
+    again.fitted("das", residual_sizes, task.paths.model, TimestepStrategy("uniform", 1))
+    assert len(os.listdir(os.path.join(engine.store.cache_dir, "fits"))) == 3
     with pytest.raises(ValueError, match="does not attribute text-to-image models yet"):
         engine.attribute(q, "journey-trak", ST)
 

@@ -25,10 +25,10 @@ def evaluation(dataset, method, S, bench_index):
                                 "need retraining it many times with its own recipe, so they are not available.",
                           visible=True), empty, empty, empty, "", empty, gr.update(value=[]), "")
     if not res.has_lds:
-        msg = (f"No LDS results for {dataset} yet: they need 64 models retrained on random halves of the data, which "
-               f"the maintainer runs offline. The counterfactual below is what this model has so far."
+        msg = (f"No LDS results for {dataset} yet: they need 64 {_retrained(eng)}s on random halves of the data, "
+               f"which the maintainer runs offline. The counterfactual below is what this model has so far."
                if cf[0] else f"No evaluation results for {dataset} yet: the maintainer computes them offline "
-                             f"(64 retrained models for LDS, 24 for the counterfactual).")
+                             f"(64 {_retrained(eng)}s on random halves for LDS, more for the counterfactual).")
         empty = plots.message("No LDS results for this model")
         return gr.update(value=msg, visible=True), empty, empty, empty, "", *cf
     m = get_method(method)
@@ -43,12 +43,19 @@ def evaluation(dataset, method, S, bench_index):
         actual = res.outputs()[:, int(bench_index)]
         scatter = plots.lds_scatter(pred[report, col], actual[report], row["per_query"][col],
                                     f"{m.label} · benchmark image #{int(bench_index)} ({split})")
-        explain = (f"Each dot is one model retrained on a random half of the training set. Across: the loss on "
+        explain = (f"Each dot is one {_retrained(eng)} on a random half of the training set. Across: the loss on "
                    f"this image that {m.label} predicts for that half (Σ −score); up: the loss the retrained model "
                    f"really has. A good attribution ranks the halves alike — Spearman ρ = "
-                   f"{row['per_query'][col]:.2f} here (1 perfect, 0 no signal); LDS averages ρ over 100 images.")
+                   f"{row['per_query'][col]:.2f} here (1 perfect, 0 no signal); LDS averages ρ over "
+                   f"{len(res.columns(split))} {split} images.")
     return (gr.update(value="", visible=False), plots.lds_bars(res.lds()["rows"], "validation", labels),
             plots.lds_bars(res.lds()["rows"], "generated", labels), scatter, explain, *cf)
+
+
+def _retrained(eng: Engine) -> str:
+    """What one retrain of this model is, in words: a LoRA over a fixed base (only its parameters are attributed),
+    or the whole model."""
+    return "LoRA retrained (base model fixed)" if eng.task.param_names is not None else "model retrained"
 
 
 def _counterfactual(eng: Engine):
@@ -62,13 +69,14 @@ def _counterfactual(eng: Engine):
     fig = plots.counterfactual_points(res["methods"], labels)
     gal = []
     for j, s in enumerate(res["seeds"]):
-        gal.append(tile(torch.from_numpy(imgs["original"][j].astype(np.float32)), [f"seed {s}", "full training set"]))
+        named = f"“{res['prompts'][j]}”, seed {s}" if "prompts" in res else f"seed {s}"  # text-to-image: the prompt
+        gal.append(tile(torch.from_numpy(imgs["original"][j].astype(np.float32)), [named, "full training set"]))
         for m in order:
             removed = f"{res['k']} random images" if m == "random" else f"{labels[m]}'s top {res['k']}"
             gal.append(tile(torch.from_numpy(imgs[m][j].astype(np.float32)),
                             [f"without {removed}", f"L2 {res['methods'][m]['l2'][j]:.2f}"]))
     text = (f"**Counterfactual.** For each of {len(res['seeds'])} generated images, the {res['k']} training images "
-            f"(of {res['n']}, 20 %) each method credits most were removed, the model retrained with the same seed "
+            f"(of {res['n']}, 20 %) each method credits most were removed, the {_retrained(eng)} with the same seed "
             f"and the image regenerated from the same noise; the grey reference removes as many random images. "
             f"If an attribution is right, its removal moves the image more than the random one. Below: one row per "
             f"generated image, the original first.")
