@@ -19,16 +19,18 @@ def evaluation(dataset, method, S, bench_index):
     res = eng.results
     labels = {name: m.label for name, m in METHODS.items()}
     cf = _counterfactual(eng)
+    unit, fixed = _retrained(eng)
     if not res.has_lds and eng.task.info.get("imported_from"):
         empty = plots.message("No LDS for a model trained elsewhere")
         return (gr.update(value="This model was trained elsewhere and adopted as it is: LDS and the counterfactual "
                                 "need retraining it many times with its own recipe, so they are not available.",
                           visible=True), empty, empty, empty, "", empty, gr.update(value=[]), "")
     if not res.has_lds:
-        msg = (f"No LDS results for {dataset} yet: they need 64 {_retrained(eng)}s on random halves of the data, "
-               f"which the maintainer runs offline. The counterfactual below is what this model has so far."
-               if cf[0] else f"No evaluation results for {dataset} yet: the maintainer computes them offline "
-                             f"(64 {_retrained(eng)}s on random halves for LDS, more for the counterfactual).")
+        retrains = f"64 {unit}s retrained on random halves of the data{fixed}"
+        msg = (f"No LDS results for {dataset} yet: they need {retrains}, which the maintainer runs offline. The "
+               f"counterfactual below is what this model has so far." if res.has_counterfactual else
+               f"No evaluation results for {dataset} yet. The maintainer computes them offline: {retrains}, for "
+               f"LDS; more for the counterfactual.")
         empty = plots.message("No LDS results for this model")
         return gr.update(value=msg, visible=True), empty, empty, empty, "", *cf
     m = get_method(method)
@@ -43,19 +45,19 @@ def evaluation(dataset, method, S, bench_index):
         actual = res.outputs()[:, int(bench_index)]
         scatter = plots.lds_scatter(pred[report, col], actual[report], row["per_query"][col],
                                     f"{m.label} · benchmark image #{int(bench_index)} ({split})")
-        explain = (f"Each dot is one {_retrained(eng)} on a random half of the training set. Across: the loss on "
-                   f"this image that {m.label} predicts for that half (Σ −score); up: the loss the retrained model "
-                   f"really has. A good attribution ranks the halves alike — Spearman ρ = "
+        explain = (f"Each dot is one {unit} retrained on a random half of the training set{fixed}. Across: the loss "
+                   f"on this image that {m.label} predicts for that half (Σ −score); up: the loss the retrained "
+                   f"{unit} really has. A good attribution ranks the halves alike — Spearman ρ = "
                    f"{row['per_query'][col]:.2f} here (1 perfect, 0 no signal); LDS averages ρ over "
                    f"{len(res.columns(split))} {split} images.")
     return (gr.update(value="", visible=False), plots.lds_bars(res.lds()["rows"], "validation", labels),
             plots.lds_bars(res.lds()["rows"], "generated", labels), scatter, explain, *cf)
 
 
-def _retrained(eng: Engine) -> str:
+def _retrained(eng: Engine) -> tuple[str, str]:
     """What one retrain of this model is, in words: a LoRA over a fixed base (only its parameters are attributed),
-    or the whole model."""
-    return "LoRA retrained (base model fixed)" if eng.task.param_names is not None else "model retrained"
+    or the whole model — (what is retrained, what stays)."""
+    return ("LoRA", ", on the fixed base model") if eng.task.param_names is not None else ("model", "")
 
 
 def _counterfactual(eng: Engine):
@@ -69,17 +71,17 @@ def _counterfactual(eng: Engine):
     fig = plots.counterfactual_points(res["methods"], labels)
     gal = []
     for j, s in enumerate(res["seeds"]):
-        named = f"“{res['prompts'][j]}”, seed {s}" if "prompts" in res else f"seed {s}"  # text-to-image: the prompt
+        named = f"“{res['prompts'][j]}”, seed {s}" if "prompts" in res else f"seed {s}"  # text-to-image: a prompt
         gal.append(tile(torch.from_numpy(imgs["original"][j].astype(np.float32)), [named, "full training set"]))
         for m in order:
             removed = f"{res['k']} random images" if m == "random" else f"{labels[m]}'s top {res['k']}"
             gal.append(tile(torch.from_numpy(imgs[m][j].astype(np.float32)),
                             [f"without {removed}", f"L2 {res['methods'][m]['l2'][j]:.2f}"]))
     text = (f"**Counterfactual.** For each of {len(res['seeds'])} generated images, the {res['k']} training images "
-            f"(of {res['n']}, 20 %) each method credits most were removed, the {_retrained(eng)} with the same seed "
-            f"and the image regenerated from the same noise; the grey reference removes as many random images. "
-            f"If an attribution is right, its removal moves the image more than the random one. Below: one row per "
-            f"generated image, the original first.")
+            f"(of {res['n']}, 20 %) each method credits most were removed, the {_retrained(eng)[0]} retrained with the "
+            f"same seed and the image regenerated from the same noise; the grey reference removes as many random "
+            f"images. If an attribution is right, its removal moves the image more than the random one. Below: one "
+            f"row per generated image, the original first.")
     return fig, gr.update(value=gal, columns=1 + len(order)), text
 
 
