@@ -161,6 +161,13 @@ def test_compare_timesteps_and_evaluation_in_process():
     assert f"without {cf['k']} random images" in row[-1] and "Counterfactual" in cf_text
     status, *_ = ui.evaluation("shapes", "dtrak", 10, 0)
     assert "No LDS results for shapes yet" in status["value"] and "python" not in status["value"]
+    # the emoji LoRA's LDS: its retrains are LoRAs on the fixed base; a prompt's dots are its 32 report subsets
+    from explorer.evaluation.results import EvalResults
+    col = int(EvalResults(os.path.join(ASSETS, "emoji", "eval")).columns("generated")[0])
+    status, val, gen, scatter, explain, *_ = ui.evaluation("emoji", "dtrak", 10, col)
+    assert not status["visible"] and "D-TRAK" in {y for trace in gen.data for y in trace.y}
+    assert len(scatter.data[0].x) == 32 and "Each dot is one LoRA retrained" in explain
+    assert "over 100 generated images" in explain
 
 
 def test_a_build_is_shared_by_everyone_who_asks_and_stops_when_they_leave():
