@@ -1,6 +1,8 @@
 """Plotly figures for the explorer (no computation beyond laying out given numbers)."""
 from __future__ import annotations
 
+import textwrap
+
 import numpy as np
 import plotly.graph_objects as go
 
@@ -63,11 +65,11 @@ def lds_bars(rows: list[dict], split: str, labels: dict[str, str]) -> go.Figure:
 
 
 def message(text: str) -> go.Figure:
-    """An empty figure that says why there is nothing to plot."""
+    """An empty figure that says why there is nothing to plot, in short lines (a phone's plot is 340 px wide)."""
     fig = go.Figure()
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
-    return _layout(fig, text, 200)
+    return _layout(fig, "<br>".join(textwrap.wrap(text, 30)), 200)
 
 
 def lds_scatter(pred: np.ndarray, actual: np.ndarray, rho: float, title: str) -> go.Figure:

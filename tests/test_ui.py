@@ -161,9 +161,12 @@ def test_compare_timesteps_and_evaluation_in_process():
     assert f"without {cf['k']} random images" in row[-1] and "Counterfactual" in cf_text
     status, *_ = ui.evaluation("shapes", "dtrak", 10, 0)
     assert "No LDS results for shapes yet" in status["value"] and "python" not in status["value"]
-    # the emoji LoRA's LDS: its retrains are LoRAs on the fixed base; a prompt's dots are its 32 report subsets
-    from explorer.evaluation.results import EvalResults
-    col = int(EvalResults(os.path.join(ASSETS, "emoji", "eval")).columns("generated")[0])
+    # the emoji LoRA's LDS: its retrains are LoRAs on the fixed base; a prompt's dots are its 32 report subsets;
+    # the benchmark box names this model's ranges (88 held-out drawings, then 100 prompts) and starts at a prompt
+    from explorer.ui.evaluation_page import benchmark_number
+    assert benchmark_number("digits") == {"value": 100, "label": "Benchmark image # (0–99 real, 100–199 generated)"}
+    col = benchmark_number("emoji")["value"]
+    assert benchmark_number("emoji")["label"] == "Benchmark image # (0–87 real, 88–187 generated)"
     status, val, gen, scatter, explain, *_ = ui.evaluation("emoji", "dtrak", 10, col)
     assert not status["visible"] and "D-TRAK" in {y for trace in gen.data for y in trace.y}
     assert len(scatter.data[0].x) == 32 and "Each dot is one LoRA retrained" in explain

@@ -44,7 +44,7 @@ def evaluation(dataset, method, S, bench_index):
         report = res.lds()["config"]["report_subsets"]
         actual = res.outputs()[:, int(bench_index)]
         scatter = plots.lds_scatter(pred[report, col], actual[report], row["per_query"][col],
-                                    f"{m.label} · benchmark image #{int(bench_index)} ({split})")
+                                    f"{m.label} · image #{int(bench_index)} ({split})")
         explain = (f"Each dot is one {unit} retrained on a random half of the training set{fixed}. Across: the loss "
                    f"on this image that {m.label} predicts for that half (Σ −score); up: the loss the retrained "
                    f"{unit} really has. A good attribution ranks the halves alike — Spearman ρ = "
@@ -83,6 +83,16 @@ def _counterfactual(eng: Engine):
             f"images. If an attribution is right, its removal moves the image more than the random one. Below: one "
             f"row per generated image, the original first.")
     return fig, gr.update(value=gal, columns=1 + len(order)), text
+
+
+def benchmark_number(dataset) -> dict:
+    """The benchmark-image box's first value (the first generated image) and its label naming this model's
+    ranges of real and generated images."""
+    res = engine(dataset).results
+    if not res.has_queries:
+        return {"value": 0, "label": "Benchmark image #"}
+    n_real, n = len(res.columns("validation")), len(res.queries["split"])
+    return {"value": n_real, "label": f"Benchmark image # (0–{n_real - 1} real, {n_real}–{n - 1} generated)"}
 
 
 def benchmark_gallery(dataset):

@@ -13,7 +13,7 @@ from .session import PROJECTIONS, Problem, STRATEGY_CHOICES, _trained, answering
 from .text import HOWTO, LATEX, SHOW_STATUS, learn_text
 from .lesson_page import LESSON_PANELS, lesson_view
 from .answers import ATTR_OUTPUTS, attribute, build_features, build_timestep, compare, method_info, no_answer, pick_benchmark, pick_opponent, pick_proponent, stability, timestep_view
-from .evaluation_page import benchmark_gallery, evaluation
+from .evaluation_page import benchmark_gallery, benchmark_number, evaluation
 from .queries import check_seed, example_prompt
 
 
@@ -37,8 +37,8 @@ def build_app(default_dataset: str | None = None, warm: bool = True) -> gr.Block
                 dataset = gr.Dropdown(datasets, value=default, label="Model", info=unavailable_note() or None)
                 first = first_source(default)
                 source = gr.Radio(source_choices(default), value=first, label="Query", elem_id="source")
-                bench_index = gr.Number(100, label="Benchmark image # (0–99 real, 100–199 generated)", precision=0,
-                                        elem_id="bench-index", visible=first == "benchmark")
+                bench_index = gr.Number(**benchmark_number(default), precision=0, elem_id="bench-index",
+                                        visible=first == "benchmark")
                 with gr.Accordion("Browse benchmark images", open=False, visible=first == "benchmark") as bench_box:
                     bench_gal = gr.Gallery(columns=8, height=260, allow_preview=False, show_label=False, elem_classes=["tiles"],
                                            elem_id="benchmark-queries")
@@ -266,7 +266,8 @@ def build_app(default_dataset: str | None = None, warm: bool = True) -> gr.Block
             answering(request, None)
             return {**{c: list(v) if isinstance(v, tuple) else v for c, v in cleared.items()},
                     **{c: plots.message("") for c in figures}, **{c: gr.update(value="", visible=False) for c in notes},
-                    build_btn: gr.update(visible=False), bench_index: 100, projection: default_projection(d),
+                    build_btn: gr.update(visible=False), bench_index: gr.update(**benchmark_number(d)),
+                    projection: default_projection(d),
                     source: gr.update(choices=source_choices(d), value=first_source(d)),
                     bench_gal: benchmark_gallery(d), prompt_box: example_prompt(d),
                     style: gr.update(choices=style_choices(d), value=None,
