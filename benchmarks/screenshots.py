@@ -71,6 +71,7 @@ def emoji_view(page, prompt: str, path: str) -> None:
     open_tab(page, "Attribute")
     page.get_by_label("Model").first.click()
     page.get_by_role("option", name="emoji").click()
+    page.locator("#source").get_by_text("Prompt").click()  # the model opens on a stored benchmark image
     box = page.locator("#prompt input, #prompt textarea").first
     box.wait_for(timeout=300_000)
     box.fill(prompt)
