@@ -58,6 +58,7 @@ class LayerFactors:
 
 torch.serialization.add_safe_globals([LayerFactors])  # a stored fit loads with weights_only (``FeatureStore.fitted``)
 
+
 def _layers(model: torch.nn.Module, param_names: list[str] | None = None) -> dict[str, torch.nn.Module]:
     """The Linear and Conv2d layers whose weight is attributed (``param_names``; None: every layer). With a
     LoRA these are the adapters' A and B layers: the curvature is the LoRA parameters' own."""
