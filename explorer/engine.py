@@ -111,21 +111,32 @@ class Engine:
             return None
         return self.store.model_dirs(m.models), m.output_fn
 
+    def _missing_fits(self, m: Method, strategy: TimestepStrategy) -> list[str]:
+        """The models whose fit (EK-FAC's curvature, DAS's residuals) the method still lacks."""
+        need = self._feature_sets(m, strategy)
+        return [d for d in need[0] if not self.store.has_fit(m.fit, d, strategy)] if need and m.fit else []
+
     def ready(self, method: str | Method, strategy: TimestepStrategy) -> bool:
-        """True when every training feature set the method needs is on disk (no build)."""
-        need = self._feature_sets(_method(method), strategy)
-        return need is None or self.store.ready(need[0], need[1], strategy)
+        """True when every training feature set and fit the method needs is on disk (no build)."""
+        m = _method(method)
+        need = self._feature_sets(m, strategy)
+        return need is None or self.store.ready(need[0], need[1], strategy) and not self._missing_fits(m, strategy)
 
     def estimate_seconds(self, method: str | Method, strategy: TimestepStrategy) -> float:
-        need = self._feature_sets(_method(method), strategy)
-        return 0.0 if need is None else self.store.estimate_seconds(need[0], need[1], strategy)
+        m = _method(method)
+        need = self._feature_sets(m, strategy)
+        return 0.0 if need is None else self.store.estimate_seconds(need[0], need[1], strategy) + sum(
+            self.store.fit_seconds(m.fit, m.output_fn, strategy) for _ in self._missing_fits(m, strategy))
 
     def build(self, method: str | Method, strategy: TimestepStrategy, progress: Progress | None = None,
               left: Callable[[], bool] = lambda: False) -> None:
-        """Builds (or joins the running build of) the method's missing training features."""
-        need = self._feature_sets(_method(method), strategy)
+        """Builds (or joins the running build of) the method's missing training features, then its fit."""
+        m = _method(method)
+        need = self._feature_sets(m, strategy)
         for d in (need[0] if need else []):
             self.store.gradients(d, need[1], strategy, progress, True, left)
+            if m.fit:
+                self.store.fitted(m.fit, d, strategy, progress, left)
 
     # ---- what a method may answer ----
     def check(self, method: str | Method, queries: list[Query]) -> None:

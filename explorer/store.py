@@ -24,6 +24,7 @@ from .build_rates import START_S, PhaseClock, Rates, features_key, gram_rate, sp
 from .memory import Held
 from .attribution.features import FeatureComputer, FeatureSpec, embedding_features, pixel_features
 from .attribution.kernel import Features, Kernel, eigenpairs
+from .attribution.method import Fit
 from .attribution.projection import Projection
 from .attribution.timesteps import TimestepStrategy
 from .files import atomic_write
@@ -132,8 +133,8 @@ class FeatureStore:
         self._models: dict = {task.paths.model: task.model}
         self._probes: dict = {}  # timed gradient chunks (model inputs per second) per (model, output function)
         self.rates = Rates(self.cache_dir)  # measured build phases on this machine
-        self._fits: dict = {}  # per (model, timesteps): DAS residual sizes, EK-FAC factors
-        self._fit_locks: dict = {}
+        self._fits: dict = {}  # per (fit, model, timesteps): DAS residual sizes, EK-FAC factors
+        self._fit_paths: dict = {}
 
     @property
     def projection(self) -> str:
@@ -331,28 +332,59 @@ class FeatureStore:
             self._kernels[key] = Kernel(feats, spectrum=self.spectrum(feats))
         return self._kernels[key]
 
-    def fitted(self, name: str, fit: Callable, model_dir: str, strategy: TimestepStrategy):
-        """A method's fit over the training set — ``fit(model, training inputs, their uids, strategy, seed,
+    def fitted(self, fit: Fit, model_dir: str, strategy: TimestepStrategy, progress: Progress | None = None,
+               left: Callable[[], bool] = lambda: False):
+        """A method's fit over the training set — ``fit.fn(model, training inputs, their uids, strategy, seed,
         context=, param_names=, schedule=)`` (DAS's residuals, EK-FAC's factors), with the task's encoded
         training captions (text-to-image; else None), attributed parameters (None: all) and noise schedule —
-        once per (name, model, timesteps): kept in memory for the life of the engine, and in the cache
+        once per (fit, model, timesteps): kept in memory for the life of the engine, and in the cache
         (``fits/``, named by the hash of everything the fit reads) so that a restarted server does not fit
-        again. The fit is the method's; the store only memoises it."""
+        again. A missing fit runs as a shared build (a second caller joins the first's, with its progress);
+        its time per training input is filed with the build rates. The fit is the method's; the store only
+        memoises it."""
+        key = (fit.name, model_dir, strategy.key)
+        if key in self._fits:
+            return self._fits[key]
+        path = self._fit_path(fit.name, model_dir, strategy)
+
+        def job(report: Progress, should_stop: Callable[[], bool]):
+            value = _load_fit(path)
+            if value is None:
+                report(0, 1, fit.label)
+                t0 = time.perf_counter()
+                value = fit.fn(self.model(model_dir), self.task.train_inputs,
+                               [int(u) for u in self.task.data.train_idx], strategy, self.seed,
+                               context=self.task.train_context, param_names=self.task.param_names,
+                               schedule=self.task.schedule)
+                _save_fit(path, value)
+                self.rates.record(_fit_key(fit), time.perf_counter() - t0, self._fit_units(strategy))
+                report(1, 1, fit.label)
+            self._fits[key] = value
+            return value
+        return BUILDS.run(path, job, progress, left)
+
+    def has_fit(self, fit: Fit, model_dir: str, strategy: TimestepStrategy) -> bool:
+        """Whether the fit is in memory or in the cache (no fitting)."""
+        return (fit.name, model_dir, strategy.key) in self._fits or os.path.exists(
+            self._fit_path(fit.name, model_dir, strategy))
+
+    def fit_seconds(self, fit: Fit, output_fn: str, strategy: TimestepStrategy) -> float:
+        """Time of one fit: its training inputs at the rate this machine's earlier fits took, or, before any,
+        at the rate of this model's gradients (one backward pass per input)."""
+        return self.rates.estimate({_fit_key(fit): self._fit_units(strategy)},
+                                   {_fit_key(fit): lambda: 1 / self._probe_rate(output_fn)})
+
+    def _fit_units(self, strategy: TimestepStrategy) -> int:
+        return len(self.task.data.train_idx) * len(strategy.timesteps())
+
+    def _fit_path(self, name: str, model_dir: str, strategy: TimestepStrategy) -> str:
         key = (name, model_dir, strategy.key)
-        with self._fit_locks.setdefault(key, threading.Lock()):  # a second caller waits for the first's fit
-            if key not in self._fits:
-                record = {**self._provenance(model_dir), "fit": name, "seed": self.seed,
-                          "timesteps": [int(t) for t in strategy.timesteps()], "params": self.task.param_names}
-                sha = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
-                path = os.path.join(self.cache_dir, "fits", f"{name}-{sha}.pt")
-                self._fits[key] = _load_fit(path)
-                if self._fits[key] is None:
-                    self._fits[key] = fit(self.model(model_dir), self.task.train_inputs,
-                                          [int(u) for u in self.task.data.train_idx], strategy, self.seed,
-                                          context=self.task.train_context, param_names=self.task.param_names,
-                                          schedule=self.task.schedule)
-                    _save_fit(path, self._fits[key])
-        return self._fits[key]
+        if key not in self._fit_paths:  # hashing the weights takes a moment: once per fit
+            record = {**self._provenance(model_dir), "fit": name, "seed": self.seed,
+                      "timesteps": [int(t) for t in strategy.timesteps()], "params": self.task.param_names}
+            sha = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
+            self._fit_paths[key] = os.path.join(self.cache_dir, "fits", f"{name}-{sha}.pt")
+        return self._fit_paths[key]
 
     # ---- query features ----
     def query_gradients(self, model_dir: str, output_fn: str, strategy: TimestepStrategy, queries: list,
@@ -398,6 +430,10 @@ class FeatureStore:
         if queries is None:
             self._features[kind] = out = Features(out)
         return out
+
+
+def _fit_key(fit: Fit) -> str:
+    return f"fit-{fit.name}"  # seconds per training input and timestep
 
 
 def _save_fit(path: str, value) -> None:

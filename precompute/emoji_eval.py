@@ -274,14 +274,16 @@ def run_counterfactual(cfg: EvalConfig = EMOJI_EVAL, root: str | None = None, ca
     runs = _runs(root, "counterfactual")
     jobs = {(m, j): dict(indices=cf.keep_indices(n, removed[m][j]).tolist(), out_dir=os.path.join(runs, f"{m}_{j}"),
                          root=root, lora=lora, train=train) for m in methods for j in range(len(qs))}
-    t0 = time.time()
     run_jobs(lora_job, list(jobs.values()), workers=workers, desc="counterfactual LoRA retrains")
     original = torch.stack([q.shown for q in qs])
     seeds = [int(res.queries["gen_seed"][res.split_of(int(i))[1]]) for i in removed["queries"]]
+    lcfg, tcfg = recipe(lora, train)
     images, out = {"original": original.numpy().astype(np.float16)}, {
         "k": k, "n": n, "seeds": seeds, "prompts": [q.caption for q in qs], "cosine_space": "pixels",
-        "retrain_seconds": time.time() - t0, "methods": {}}
-    base, vae, lcfg = os.path.join(_paths(root).base, "base"), engine.task.vae, recipe(lora, train)[0]  # VAE fixed
+        "train_seed": tcfg.seed, "retrain_seconds": sum(  # training time summed over resumed sessions
+            read_json(os.path.join(j["out_dir"], "done.json"))["train_seconds"] for j in jobs.values()),
+        "methods": {}}
+    base, vae = os.path.join(_paths(root).base, "base"), engine.task.vae  # base and VAE fixed
     for m in methods:
         regen = []
         for j, q in enumerate(qs):

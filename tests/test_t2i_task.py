@@ -115,7 +115,7 @@ def test_the_lora_lds_stage_retrains_halves_measures_the_truth_and_resumes(tiny_
     # the truth of subset 1, query 4 (a prompt), written out: mean over t of (1/d)‖ε − ε_θ(x_t, t, c)‖²
     job = os.path.join(root, "emoji", "runs", "lds", "subset_001")
     unet, te, tok = t2i.load_pipeline(os.path.join(root, "emoji", "base"))
-    from precompute.emoji import LORA
+    from precompute.emoji import LORA, LORA_TRAIN
     lora.load_lora(unet, os.path.join(job, "lora"), replace(LORA, rank=2, alpha=2))  # the recipe, shrunk
     q = res.queries
     assert str(q["caption"][4]) == engine.benchmark_query(4).caption
@@ -157,6 +157,7 @@ def test_the_lora_lds_stage_retrains_halves_measures_the_truth_and_resumes(tiny_
     from precompute.emoji_eval import run_counterfactual
     cf = run_counterfactual(replace(cfg, cf_queries=1, cf_methods=("dtrak",), cf_S=2), **kw)
     assert set(cf["methods"]) == {"random", "dtrak"} and cf["k"] == round(0.2 * n)
+    assert cf["train_seed"] == LORA_TRAIN.seed and cf["retrain_seconds"] > 0  # summed from each LoRA's done.json
     removed = res.removed()
     q = engine.benchmark_query(int(removed["queries"][0]))
     assert q.kind == "generated" and q.caption == cf["prompts"][0]
@@ -172,8 +173,9 @@ def test_das_and_ekfac_attribute_the_lora_under_each_caption(engine):
     """DAS's residuals and EK-FAC's curvature over the LoRA: each training image read under its own caption
     (against one forward / one autograd call per image and timestep), EK-FAC factored over the adapters' A and
     B layers alone; both answer a prompt; Journey-TRAK (its sampling path has no caption) is still refused."""
-    from explorer.attribution.methods.das import residual_sizes
-    from explorer.attribution.methods.ekfac import fit_ekfac
+    from explorer.attribution.method import Fit
+    from explorer.attribution.methods.das import DAS, residual_sizes
+    from explorer.attribution.methods.ekfac import EKFAC, fit_ekfac
     from explorer.schedule import DDPM
     task = engine.task
     model, x, ctx = task.model, task.train_inputs[:3], task.train_context[:3]
@@ -202,6 +204,13 @@ def test_das_and_ekfac_attribute_the_lora_under_each_caption(engine):
     np.testing.assert_allclose(f.lam.double().numpy(), diag.numpy(), rtol=2e-3, atol=1e-6 * diag.max().item())
 
     q = task.prompt("red apple, twemoji", seed=3, steps=5)
+    for m in (DAS, EKFAC):  # the fit is part of the method's build: counted, shared, reported with its phase
+        engine.store.gradients(task.paths.model, m.output_fn, ST)
+        assert not engine.ready(m, ST) and engine.estimate_seconds(m, ST) > 0  # features there, the fit not yet
+        phases = []
+        engine.build(m, ST, lambda done, total, phase: phases.append((done, total, phase)))
+        assert engine.ready(m, ST) and phases[-1] == (1, 1, m.fit.label)
+        assert engine.store.rates.rate(f"fit-{m.name}") > 0  # the next estimate uses this fit's measured time
     for name in ("das", "ekfac"):
         a = engine.attribute(q, name, ST)
         assert a.scores.shape == (len(task.data.train_idx),) and np.isfinite(a.scores).all() and a.scores.std() > 0
@@ -217,15 +226,15 @@ def test_das_and_ekfac_attribute_the_lora_under_each_caption(engine):
     assert [f.split("-")[0] for f in fits] == ["das", "ekfac"]
     fresh = Engine("emoji", root=os.path.dirname(task.paths.base), cache_dir=engine.store.cache_dir).store
     for name in ("das", "ekfac"):
-        stored, kept = (store.fitted(name, refuse, task.paths.model, ST) for store in (fresh, engine.store))
+        stored, kept = (store.fitted(Fit(name, refuse, ""), task.paths.model, ST) for store in (fresh, engine.store))
         for a, b in zip(*(([v] if name == "das" else [f.lam for f in v]) for v in (stored, kept))):
             np.testing.assert_array_equal(a, b)
     with open(os.path.join(engine.store.cache_dir, "fits", fits[0]), "wb") as f:
         f.write(b"truncated")
     again = Engine("emoji", root=os.path.dirname(task.paths.base), cache_dir=engine.store.cache_dir).store
-    np.testing.assert_array_equal(again.fitted("das", residual_sizes, task.paths.model, ST),
-                                  fresh.fitted("das", refuse, task.paths.model, ST))
-    again.fitted("das", residual_sizes, task.paths.model, TimestepStrategy("uniform", 1))
+    np.testing.assert_array_equal(again.fitted(DAS.fit, task.paths.model, ST),
+                                  fresh.fitted(Fit("das", refuse, ""), task.paths.model, ST))
+    again.fitted(DAS.fit, task.paths.model, TimestepStrategy("uniform", 1))
     assert len(os.listdir(os.path.join(engine.store.cache_dir, "fits"))) == 3
     with pytest.raises(ValueError, match="does not attribute text-to-image models yet"):
         engine.attribute(q, "journey-trak", ST)

@@ -36,7 +36,7 @@ class FeatureSource(Protocol):
     def raw_query_gradients(self, model_dir: str, output_fn: str, strategy, queries: list, noise_seed=None) -> tuple: ...
     def journey_gradients(self, model_dir: str, output_fn: str, queries: list) -> np.ndarray: ...
     def representation(self, kind: str, queries: list | None) -> Features | np.ndarray: ...
-    def fitted(self, name: str, fit: Callable, model_dir: str, strategy): ...
+    def fitted(self, fit: "Fit", model_dir: str, strategy, progress=None): ...
 
 
 def _normalize(x: np.ndarray) -> np.ndarray:
@@ -93,6 +93,16 @@ class Needs:
 
 
 @dataclass(frozen=True)
+class Fit:
+    """A method's one pass over the training set before it can score (EK-FAC's curvature, DAS's residual
+    sizes): ``fn(model, inputs, uids, strategy, seed, context=, param_names=, schedule=)``. The store keeps
+    it per (model, timesteps) and builds it, shared, with the training features; ``label`` names it to a person."""
+    name: str
+    fn: Callable
+    label: str
+
+
+@dataclass(frozen=True)
 class Method:
     """A gradient method: features of ``output_fn`` from the models in ``models`` (final | checkpoints
     | ensemble), scored by ``rule`` and averaged over the models."""
@@ -110,6 +120,11 @@ class Method:
     def needs(self) -> Needs:
         """What answering costs and requires; a rule-based method needs λ and the kernel when its rule does."""
         return Needs(lam=RULES[self.rule][1], kernel=RULES[self.rule][1])
+
+    @property
+    def fit(self) -> Fit | None:
+        """The method's pass over the training set besides its features (None: it needs none)."""
+        return None
 
     def feature_key(self) -> tuple:
         """Methods with equal keys share training features and kernels."""

@@ -173,7 +173,8 @@ class EvalResults:
             np.load(self.path("counterfactual_images.npz"), allow_pickle=False))
 
     def removed(self) -> dict:
-        """{seeds, <method>: (Q, k) removed training indices}, or {} before the counterfactual stage."""
+        """{seeds (the emoji model: queries), <method>: (Q, k) removed training indices}, or {} before the
+        counterfactual stage."""
         p = self.path("counterfactual_removed.npz")
         return dict(np.load(p, allow_pickle=False)) if os.path.exists(p) else {}
 

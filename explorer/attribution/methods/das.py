@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..method import Method
+from ..method import Fit, Method
 from ..timesteps import TimestepStrategy, caption_kwargs, noised_pairs
 
 
@@ -56,7 +56,11 @@ class ResidualWeightedMethod(Method):
     def query_features(self, store, queries, strategy, noise_seed=None) -> list:
         """The query features, and with them the training images' r_i, per model (the score needs both)."""
         feats = super().query_features(store, queries, strategy, noise_seed)
-        return [(q, store.fitted("das", residual_sizes, m, strategy)) for q, m in zip(feats, store.model_dirs(self.models))]
+        return [(q, store.fitted(self.fit, m, strategy)) for q, m in zip(feats, store.model_dirs(self.models))]
+
+    @property
+    def fit(self) -> Fit:
+        return Fit("das", residual_sizes, "DAS's pass over how well the model fits each training image")
 
     def score(self, train, query, lam, kernels) -> np.ndarray:
         return np.mean([k.scores(q, lam) * r[None] for (q, r), k in zip(query, kernels)], axis=0)

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..method import Method, Needs
+from ..method import Fit, Method, Needs
 from ..timesteps import TimestepStrategy, caption_kwargs, noised_pairs
 
 # the first convolution's input (the noised image) needs no gradient; its output gradient is all we use
@@ -182,7 +182,11 @@ class EKFACMethod(Method):
         """Per model: the queries' raw gradient blocks, the projector and the model's EK-FAC factors (the
         preconditioning depends on λ, so it happens in ``score``)."""
         return [store.raw_query_gradients(m, self.output_fn, strategy, queries, noise_seed)
-                + (store.fitted("ekfac", fit_ekfac, m, strategy),) for m in store.model_dirs(self.models)]
+                + (store.fitted(self.fit, m, strategy),) for m in store.model_dirs(self.models)]
+
+    @property
+    def fit(self) -> Fit:
+        return Fit("ekfac", fit_ekfac, "EK-FAC's fit of the loss curvature")
 
     def score(self, train, query, lam, kernels) -> np.ndarray:
         return np.mean([t.cross(fc.projector(precondition(parts, fc.grads.names, factors, lam)).numpy())
