@@ -370,9 +370,9 @@ class FeatureStore:
 
     def fit_seconds(self, fit: Fit, output_fn: str, strategy: TimestepStrategy) -> float:
         """Time of one fit: its training inputs at the rate this machine's earlier fits took, or, before any,
-        at the rate of this model's gradients (one backward pass per input)."""
+        ``fit.passes`` times the rate of this model's gradients."""
         return self.rates.estimate({_fit_key(fit): self._fit_units(strategy)},
-                                   {_fit_key(fit): lambda: 1 / self._probe_rate(output_fn)})
+                                   {_fit_key(fit): lambda: fit.passes / self._probe_rate(output_fn)})
 
     def _fit_units(self, strategy: TimestepStrategy) -> int:
         return len(self.task.data.train_idx) * len(strategy.timesteps())

@@ -226,14 +226,15 @@ def test_das_and_ekfac_attribute_the_lora_under_each_caption(engine):
     assert [f.split("-")[0] for f in fits] == ["das", "ekfac"]
     fresh = Engine("emoji", root=os.path.dirname(task.paths.base), cache_dir=engine.store.cache_dir).store
     for name in ("das", "ekfac"):
-        stored, kept = (store.fitted(Fit(name, refuse, ""), task.paths.model, ST) for store in (fresh, engine.store))
+        never = Fit(name, refuse, "", 1.0)
+        stored, kept = (store.fitted(never, task.paths.model, ST) for store in (fresh, engine.store))
         for a, b in zip(*(([v] if name == "das" else [f.lam for f in v]) for v in (stored, kept))):
             np.testing.assert_array_equal(a, b)
     with open(os.path.join(engine.store.cache_dir, "fits", fits[0]), "wb") as f:
         f.write(b"truncated")
     again = Engine("emoji", root=os.path.dirname(task.paths.base), cache_dir=engine.store.cache_dir).store
     np.testing.assert_array_equal(again.fitted(DAS.fit, task.paths.model, ST),
-                                  fresh.fitted(Fit("das", refuse, ""), task.paths.model, ST))
+                                  fresh.fitted(Fit("das", refuse, "", 1.0), task.paths.model, ST))
     again.fitted(DAS.fit, task.paths.model, TimestepStrategy("uniform", 1))
     assert len(os.listdir(os.path.join(engine.store.cache_dir, "fits"))) == 3
     with pytest.raises(ValueError, match="does not attribute text-to-image models yet"):

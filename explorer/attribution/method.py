@@ -96,10 +96,13 @@ class Needs:
 class Fit:
     """A method's one pass over the training set before it can score (EK-FAC's curvature, DAS's residual
     sizes): ``fn(model, inputs, uids, strategy, seed, context=, param_names=, schedule=)``. The store keeps
-    it per (model, timesteps) and builds it, shared, with the training features; ``label`` names it to a person."""
+    it per (model, timesteps) and builds it, shared, with the training features; ``label`` names it to a person;
+    ``passes`` is its time per training input and timestep in units of one gradient of the method's output
+    function (the estimate before this machine has timed a fit of its own)."""
     name: str
     fn: Callable
     label: str
+    passes: float
 
 
 @dataclass(frozen=True)
