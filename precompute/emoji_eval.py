@@ -43,8 +43,8 @@ from .eval_config import EvalConfig, runs_dir
 from .jobs import run_jobs
 
 # the unconditional models' ground truth reads 250 timesteps × 2 draws; a LoRA retrain's budget on 2 cores allows 50
-# the counterfactual: 4 prompts × (3 methods + random) = 16 LoRAs retrained without the top 20 % proponents
-EMOJI_EVAL = EvalConfig(n_val=100, n_gen=100, gt_t_every=20, gt_draws=1, cf_queries=4, cf_S=10,
+# the counterfactual: 8 prompts × (3 methods + random) = 32 LoRAs retrained without the top 20 % proponents
+EMOJI_EVAL = EvalConfig(n_val=100, n_gen=100, gt_t_every=20, gt_draws=1, cf_queries=8, cf_S=10,
                         cf_methods=(BASELINE_METHOD, DEFAULT_METHOD, GRADIENT_FREE_METHOD),
                         plan=[(m, 10) for m in (DEFAULT_METHOD, BASELINE_METHOD, DAS.name, EKFAC.name, PIXEL_METHOD,
                                                 GRADIENT_FREE_METHOD)])
@@ -261,14 +261,19 @@ def run_counterfactual(cfg: EvalConfig = EMOJI_EVAL, root: str | None = None, ca
         write_queries(engine.task, res, cfg)
     n = len(engine.data.train_idx)
     k = int(round(cfg.cf_fraction * n))
-    cols = res.columns("generated")
     removed = res.removed()
-    removed.setdefault("queries", np.sort(np.random.default_rng(cfg.cf_seed).choice(cols, cfg.cf_queries, replace=False)))
+    have = removed.get("queries", np.zeros(0, np.int64))
+    if len(have) < cfg.cf_queries:  # more prompts than a stored run: its prompts and removals kept, new ones added
+        rest = np.setdiff1d(res.columns("generated"), have)
+        new = np.random.default_rng(cfg.cf_seed + len(have)).choice(rest, cfg.cf_queries - len(have), replace=False)
+        removed["queries"] = np.concatenate([have, np.sort(new)])
     qs = [engine.benchmark_query(int(i)) for i in removed["queries"]]
-    for name in cfg.cf_methods:
-        if name not in removed:
-            removed[name] = cf.top_proponents(engine.scores(qs, name, TimestepStrategy("uniform", cfg.cf_S)), k)
-    removed.setdefault("random", cf.random_removal(n, k, len(qs), cfg.cf_seed))
+    for name in ("random", *cfg.cf_methods):
+        rows = removed.get(name, np.zeros((0, k), np.int64))
+        if len(rows) < len(qs):
+            more = cf.random_removal(n, k, len(qs) - len(rows), cfg.cf_seed + len(rows)) if name == "random" else \
+                cf.top_proponents(engine.scores(qs[len(rows):], name, TimestepStrategy("uniform", cfg.cf_S)), k)
+            removed[name] = np.concatenate([rows, more])
     res.save_removed(removed)
     methods = ("random", *cfg.cf_methods)
     runs = _runs(root, "counterfactual")

@@ -167,6 +167,15 @@ def test_the_lora_lds_stage_retrains_halves_measures_the_truth_and_resumes(tiny_
         assert cf["methods"][m]["l2"][0] > 0 and -1 <= cf["methods"][m]["cosine"][0] < 1  # retrained: it moved
     stored, images = res.counterfactual()
     assert stored == cf and images["dtrak"].shape == images["original"].shape == (1, 3, 32, 32)
+    # one prompt more: the first prompt's removals and LoRAs are kept, only the new prompt's are made
+    runs = os.path.join(root, "emoji", "runs", "counterfactual")
+    stamp = os.path.getmtime(os.path.join(runs, "dtrak_0", "done.json"))
+    more = run_counterfactual(replace(cfg, cf_queries=2, cf_methods=("dtrak",), cf_S=2), **kw)
+    grown = res.removed()
+    assert more["prompts"][0] == cf["prompts"][0] and len(set(more["prompts"])) == 2
+    assert all(np.array_equal(grown[m][:1], removed[m]) and grown[m].shape == (2, cf["k"]) for m in ("random", "dtrak"))
+    assert os.path.getmtime(os.path.join(runs, "dtrak_0", "done.json")) == stamp
+    assert more["methods"]["dtrak"]["l2"][0] == pytest.approx(cf["methods"]["dtrak"]["l2"][0])
 
 
 def test_das_and_ekfac_attribute_the_lora_under_each_caption(engine):
