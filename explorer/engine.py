@@ -120,7 +120,7 @@ class Engine:
         """True when every training feature set and fit the method needs is on disk (no build)."""
         m = _method(method)
         need = self._feature_sets(m, strategy)
-        return need is None or self.store.ready(need[0], need[1], strategy) and not self._missing_fits(m, strategy)
+        return need is None or (self.store.ready(need[0], need[1], strategy) and not self._missing_fits(m, strategy))
 
     def estimate_seconds(self, method: str | Method, strategy: TimestepStrategy) -> float:
         m = _method(method)
